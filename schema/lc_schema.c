@@ -1,0 +1,50 @@
+/* lc_schema: Redis key builders. See lc_schema.h and SCHEMA.md. */
+#include "lc_schema.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+static int fit(int n, size_t outlen)
+{
+    return (n < 0 || (size_t)n >= outlen) ? -1 : n;
+}
+
+int lc_key_list(char *out, size_t outlen, const char *list)
+{
+    return fit(snprintf(out, outlen, "lc:list:%s", list), outlen);
+}
+
+int lc_key_members(char *out, size_t outlen, const char *list)
+{
+    return fit(snprintf(out, outlen, "lc:members:%s", list), outlen);
+}
+
+int lc_key_active(char *out, size_t outlen, const char *list)
+{
+    return fit(snprintf(out, outlen, "lc:active:%s", list), outlen);
+}
+
+int lc_key_sub(char *out, size_t outlen, const char *list, const char *addr)
+{
+    return fit(snprintf(out, outlen, "lc:sub:%s:%s", list, addr), outlen);
+}
+
+int lc_key_post(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:post:%" PRIu64, post), outlen);
+}
+
+int lc_key_msg(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:msg:%" PRIu64, post), outlen);
+}
+
+int lc_key_posts(char *out, size_t outlen, const char *list)
+{
+    return fit(snprintf(out, outlen, "lc:posts:%s", list), outlen);
+}
+
+int lc_key_postdom(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:postdom:%" PRIu64, post), outlen);
+}

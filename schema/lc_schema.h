@@ -1,0 +1,53 @@
+/* lc_schema: the only place Redis key names are built. What each key holds, who writes it and who reads it
+ * is documented in schema/SCHEMA.md; keep the two in step.
+ *
+ * Every builder writes a NUL-terminated key into out (LC_KEY_MAX bytes is always enough for normalised
+ * addresses, which are at most LC_ADDR_MAX octets) and returns its length, or -1 if outlen is too small.
+ */
+#ifndef LC_SCHEMA_H
+#define LC_SCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LC_KEY_MAX 768
+
+/* Fixed keys. */
+#define LC_K_LISTS "lc:lists"                 /* SET of list addresses */
+#define LC_K_DOMAINS "lc:domains"             /* SET of domains that have at least one list */
+#define LC_K_SUBIDS "lc:subids"               /* HASH subscriber id -> "LIST ADDR" */
+#define LC_K_SEQ_LIST "lc:seq:list"           /* counter: list ids */
+#define LC_K_SEQ_SUB "lc:seq:sub"             /* counter: subscriber ids */
+#define LC_K_SEQ_POST "lc:seq:post"           /* counter: post ids */
+#define LC_K_SUPPRESS "lc:suppress"           /* SET of globally suppressed addresses */
+
+/* Streams and their consumer groups. */
+#define LC_S_POSTS "lc:stream:posts"          /* listd -> expander: field post=<id> */
+#define LC_G_POSTS "expander"
+#define LC_S_DELIVERIES "lc:stream:deliveries" /* expander -> sender: post, hosts, rcpts */
+#define LC_G_DELIVERIES "sender"
+#define LC_S_BOUNCES "lc:stream:bounces"      /* listd -> bounce: rcpt, from, post, sub, msg */
+#define LC_G_BOUNCES "bounce"
+
+/* Subscriber status values (field "status" of a subscriber hash). */
+#define LC_ST_ACTIVE "active"
+#define LC_ST_UNCONFIRMED "unconfirmed"
+#define LC_ST_DISABLED "disabled"
+#define LC_ST_UNSUBSCRIBED "unsubscribed"
+
+/* Post states (field "state" of a post hash). */
+#define LC_PS_QUEUED "queued"     /* stored by listd, not yet expanded */
+#define LC_PS_SENDING "sending"   /* expanded: batches in the deliveries stream */
+#define LC_PS_DONE "done"         /* every recipient has a final outcome */
+
+/* Per-key builders. */
+int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
+int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */
+int lc_key_active(char *out, size_t outlen, const char *list);               /* lc:active:LIST (HASH) */
+int lc_key_sub(char *out, size_t outlen, const char *list, const char *addr); /* lc:sub:LIST:ADDR (HASH) */
+int lc_key_post(char *out, size_t outlen, uint64_t post);                     /* lc:post:ID (HASH) */
+int lc_key_msg(char *out, size_t outlen, uint64_t post);                      /* lc:msg:ID (STRING) */
+int lc_key_posts(char *out, size_t outlen, const char *list);                /* lc:posts:LIST (ZSET) */
+int lc_key_postdom(char *out, size_t outlen, uint64_t post);                  /* lc:postdom:ID (HASH) */
+
+#endif
