@@ -164,8 +164,9 @@ uint64_t lc_loop_timer(struct lc_loop *loop, long ms, lc_timer_fn *fn, void *arg
     t->id = ++loop->next_id;
     t->fn = fn;
     t->arg = arg;
+    uint64_t id = t->id; /* read before heap_up moves the slot */
     heap_up(loop->heap, loop->nheap++);
-    return t->id;
+    return id;
 }
 
 void lc_loop_cancel(struct lc_loop *loop, uint64_t id)

@@ -4,6 +4,7 @@
 #include "lc_buf.h"
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_loop.h"
 #include "lc_schema.h"
 #include "lc_secret.h"
 #include "lc_verp.h"
@@ -238,6 +239,53 @@ static void test_schema(void)
     CHECK(lc_key_msg(k, 5, 42) == -1);
 }
 
+static char order[16];
+static int norder;
+
+static void tick(struct lc_loop *loop, void *arg)
+{
+    order[norder++] = *(const char *)arg;
+    if (*(const char *)arg == 'c')
+        lc_loop_stop(loop);
+}
+
+static void on_pipe(struct lc_loop *loop, int fd, int events, void *arg)
+{
+    char c;
+    int *got = arg;
+    if (read(fd, &c, 1) == 1)
+        *got = c;
+    lc_loop_watch(loop, fd, 0, NULL, NULL); /* a callback may remove its own watcher */
+}
+
+static void test_loop(void)
+{
+    struct lc_loop *loop = lc_loop_new();
+    static const char a = 'a', b = 'b', c = 'c', x = 'x';
+    int p[2];
+    CHECK(pipe(p) == 0);
+    int got = 0;
+    CHECK(lc_loop_watch(loop, p[0], LC_READ, on_pipe, &got) == 0);
+    CHECK(write(p[1], "z", 1) == 1);
+    lc_loop_timer(loop, 30, tick, (void *)&c);
+    lc_loop_timer(loop, 10, tick, (void *)&b);
+    uint64_t id = lc_loop_timer(loop, 5, tick, (void *)&x);
+    lc_loop_timer(loop, 0, tick, (void *)&a);
+    lc_loop_cancel(loop, id);
+    lc_loop_cancel(loop, 9999);
+    int64_t t0 = lc_loop_now(loop);
+    lc_loop_run(loop);
+    order[norder] = 0;
+    CHECK(!strcmp(order, "abc")); /* in time order, cancelled one never ran */
+    if (strcmp(order, "abc"))
+        printf("order: %s\n", order);
+    CHECK(got == 'z');
+    CHECK(lc_loop_now(loop) - t0 >= 25);
+    close(p[0]);
+    close(p[1]);
+    lc_loop_free(loop);
+}
+
 int main(void)
 {
     lc_log_init("test_common");
@@ -247,6 +295,7 @@ int main(void)
     test_verp();
     test_secret();
     test_schema();
+    test_loop();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
