@@ -13,5 +13,15 @@ cmake --build "$BUILD" -j"$(nproc)"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-cd "$BUILD"
-ctest --output-on-failure --timeout 600 "$@"
+(cd "$BUILD" && ctest --output-on-failure --timeout 600 "$@")
+
+# Fuzz smoke runs: every libFuzzer target for a few seconds from its seed corpus (clang build, label fuzz).
+# LISTCAST_FUZZ_SECONDS=0 skips them; skipped too when ctest arguments were given (a filtered run).
+FUZZ_SECONDS=${LISTCAST_FUZZ_SECONDS:-10}
+if [ $# -eq 0 ] && [ "$FUZZ_SECONDS" != 0 ]; then
+  FUZZ_BUILD=${LISTCAST_FUZZ_BUILD:-build-fuzz}
+  CC=clang cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLISTCAST_FUZZ=ON \
+    -DLISTCAST_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null
+  cmake --build "$FUZZ_BUILD" -j"$(nproc)"
+  (cd "$FUZZ_BUILD" && ctest --output-on-failure -L fuzz)
+fi

@@ -23,6 +23,7 @@ void lc_log_verbose(int on)
     verbose = on;
 }
 
+static void emit(const char *level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void emit(const char *level, const char *fmt, va_list ap)
 {
     char line[2048];
