@@ -1,0 +1,64 @@
+/* lsd_main: main() of listcast-listd, the SMTP front door.
+ *
+ * Usage: listcast-listd [--config FILE] [--set key=value]... [-v]
+ * Reads redis.url, secret.file, smtp.listen, smtp.hostname, smtp.max_message_size, log.verbose.
+ * Exit: 0 after SIGTERM/SIGINT, 2 on a usage or configuration error, 1 on a fatal error (cannot listen,
+ * no secret). A Redis that is down is not fatal: listd answers 451 and reconnects.
+ * Privileges: listd does not switch users itself yet (no user key in the configuration); run it as the
+ * appliance's user, on a port above 1023 or with CAP_NET_BIND_SERVICE.
+ */
+#include "lsd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lc_cfg.h"
+#include "lc_log.h"
+#include "lc_loop.h"
+#include "lc_secret.h"
+
+static void usage_exit(const char *why)
+{
+    fprintf(stderr, "%s: %s\nusage: %s [--config FILE] [--set key=value]... [-v]\n", LSD_PROG, why, LSD_PROG);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    char err[1024];
+    int verbose = 0;
+    struct lc_cfg *cfg = lc_cfg_new();
+    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
+        usage_exit(err);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-v"))
+            verbose = 1;
+        else
+            usage_exit("unknown argument");
+    }
+    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
+        usage_exit(err);
+
+    lc_log_init(LSD_PROG);
+    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+
+    struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
+    if (!secret)
+        lc_fatal("%s", err);
+
+    struct lc_loop *loop = lc_loop_new();
+    lc_loop_signals(loop);
+    struct lsd_server *srv = lsd_server_new(loop, cfg, secret, err, sizeof err);
+    if (!srv)
+        lc_fatal("%s", err);
+
+    lc_loop_run(loop);
+
+    lc_info("stopping");
+    lsd_server_free(srv);
+    lc_loop_free(loop);
+    lc_secret_free(secret);
+    lc_cfg_free(cfg);
+    return 0;
+}
