@@ -416,9 +416,14 @@ int lc_cfg_argv(const struct lc_cfg *cc, char **argv)
         if (!strcmp(c->val[i], keys[i].def))
             continue;
         size_t len = strlen(keys[i].name) + 1 + strlen(c->val[i]) + 1;
-        free(c->kv[i]);
-        c->kv[i] = lc_malloc(len);
-        snprintf(c->kv[i], len, "%s=%s", keys[i].name, c->val[i]);
+        char *kv = lc_malloc(len);
+        snprintf(kv, len, "%s=%s", keys[i].name, c->val[i]);
+        if (c->kv[i] && !strcmp(c->kv[i], kv)) {
+            free(kv); /* unchanged: keep the string handed out before, which callers may still hold */
+        } else {
+            free(c->kv[i]);
+            c->kv[i] = kv;
+        }
         argv[n++] = set;
         argv[n++] = c->kv[i];
     }

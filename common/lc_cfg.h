@@ -40,7 +40,8 @@ long long lc_cfg_int(const struct lc_cfg *c, const char *key);
 
 /* lc_cfg_argv appends "--set" "key=value" pairs for every key that differs from its default to argv (a
  * NULL-terminated array the caller sized with lc_cfg_count()*2+1 free slots); returns the number of strings
- * added. The strings are owned by the config. Used by the supervisor to pass its configuration on. */
+ * added. The strings are owned by the config and stay valid until the key's value changes or the config is
+ * freed (calling again is safe). Used by the supervisor to pass its configuration on. */
 int lc_cfg_argv(const struct lc_cfg *c, char **argv);
 int lc_cfg_count(void);
 

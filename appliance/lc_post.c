@@ -1,0 +1,278 @@
+/* lc_post: `listcast post ls|show`: posts of a list and their delivery progress (schema/SCHEMA.md "Posts").
+ *
+ * Contract: read-only. Posts are read through lc_view (the web UI shows the same numbers); `pending` is
+ * recipients - delivered - bounced, never below 0 (deferred recipients are still pending).
+ * Limits: `post ls` shows at most --limit posts (default 20, at most 10,000); `post show` prints at most
+ * POST_TEXT_DOMAINS domains in text mode (every domain in JSON).
+ */
+#include "lc_cli.h"
+#include "lc_addr.h"
+#include "lc_json.h"
+#include "lc_view.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POST_LS_DEFAULT 20
+#define POST_LS_MAX 10000
+#define POST_TEXT_DOMAINS 50
+
+static const char page_post[] =
+    "NAME\n"
+    "  listcast post - show posts and their delivery progress\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  listcast post ls LIST@DOMAIN [--limit N] [--json]\n"
+    "  listcast post show ID [--json]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  See `listcast post ls --help` and `listcast post show --help`.\n"
+    LC_HELP_REDIS
+    "\n"
+    "OPTIONS\n" LC_HELP_COMMON_OPTIONS "\n" LC_HELP_EXIT;
+
+static const char page_ls[] =
+    "NAME\n"
+    "  listcast post ls - show the latest posts of a list\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  listcast post ls LIST@DOMAIN [--limit N] [--json]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  Prints the newest posts of the list first, one a line: id, state (queued: stored, not yet expanded;\n"
+    "  sending: batches are being delivered; done: every recipient has a final outcome), creation time,\n"
+    "  recipients, delivered, deferred (will be retried), bounced, pending (recipients - delivered -\n"
+    "  bounced) and the envelope sender. With --json: an array of objects {id, list, state, from, size,\n"
+    "  created, recipients, delivered, deferred, bounced, pending}.\n"
+    LC_HELP_REDIS
+    "\n"
+    "OPTIONS\n"
+    "  -n, --limit N      show at most N posts (default 20, at most 10000)\n"
+    LC_HELP_COMMON_OPTIONS
+    "\n" LC_HELP_EXIT
+    "\n"
+    "EXAMPLES\n"
+    "  listcast post ls demo@listcast.test\n"
+    "  listcast post ls news@lists.example.org --limit 100 --json\n";
+
+static const char page_show[] =
+    "NAME\n"
+    "  listcast post show - show one post and its delivery progress\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  listcast post show ID [--json]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  Prints the post's list, envelope sender, state, creation time, size and its counters: recipients,\n"
+    "  delivered, deferred (a temporary failure; will be retried), bounced and pending (recipients -\n"
+    "  delivered - bounced, never below 0). While the post is sending, a progress bar line shows the share\n"
+    "  of recipients with a final outcome. Then a table of the per-domain counters, busiest domains first\n"
+    "  (at most 50 in text mode).\n"
+    "  With --json: an object {id, list, state, from, size, created, recipients, delivered, deferred,\n"
+    "  bounced, pending, domains: [{domain, delivered, deferred, bounced}]}, the same as the web UI's\n"
+    "  GET /api/posts/ID.\n"
+    LC_HELP_REDIS
+    "\n"
+    "OPTIONS\n" LC_HELP_COMMON_OPTIONS "\n" LC_HELP_EXIT
+    "  A post that does not exist is refused (exit 1); an ID that is not a positive number is a usage\n"
+    "  error (exit 2).\n"
+    "\n"
+    "EXAMPLES\n"
+    "  listcast post show 12\n"
+    "  watch -n1 listcast post show 12\n"
+    "  listcast post show 12 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"pending\"])'\n";
+
+const struct lc_page lc_pages_post[] = {
+    {"post", page_post},
+    {"post ls", page_ls},
+    {"post show", page_show},
+    {NULL, NULL},
+};
+
+static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
+{
+    static const struct lc_opt opts[] = {{"limit", 'n', 1, 1}, {NULL, 0, 0, 0}};
+    struct lc_optstate st;
+    const char *list_arg = NULL;
+    long limit = POST_LS_DEFAULT;
+    int o;
+    lc_opt_init(&st, argc, argv);
+    while ((o = lc_opt_next(ctx, &st, opts)) != -1) {
+        if (o == -2)
+            return LC_EXIT_USAGE;
+        if (o == 1) {
+            char *end;
+            errno = 0;
+            limit = strtol(st.arg, &end, 10);
+            if (errno || *end || end == st.arg || limit < 1 || limit > POST_LS_MAX)
+                return lc_usage(ctx, "post ls: --limit: '%.50s' is not a number from 1 to %d", st.arg,
+                                POST_LS_MAX);
+        } else if (o == LC_O_JSON) {
+            ctx->json = 1;
+        } else if (o == LC_O_HELP) {
+            return lc_help("post ls");
+        } else if (list_arg) {
+            return lc_usage(ctx, "post ls: unexpected argument '%.200s'", st.arg);
+        } else {
+            list_arg = st.arg;
+        }
+    }
+    if (!list_arg)
+        return lc_usage(ctx, "post ls: missing LIST@DOMAIN (see listcast post ls --help)");
+    char list[LC_ADDR_MAX + 1], err[512];
+    if (lc_norm_list(ctx, list_arg, list) < 0)
+        return LC_EXIT_USAGE;
+    int e = lc_list_exists(ctx, list);
+    if (e <= 0)
+        return e < 0 ? LC_EXIT_REFUSED : lc_refused(ctx, "no such list: %s", list);
+    uint64_t *ids;
+    long long total;
+    long n = lc_view_post_ids(ctx->rc, list, limit, &ids, &total, err, sizeof err);
+    if (n < 0)
+        return lc_refused(ctx, "%s", err);
+    struct lc_json *j = ctx->json ? lc_json_out() : NULL;
+    int status = LC_EXIT_OK;
+    if (j)
+        lc_json_arr(j);
+    else if (n == 0)
+        printf("no posts to %s yet\n", list);
+    else
+        printf("%8s  %-8s  %-23s  %10s  %10s  %9s  %8s  %8s  %s\n", "ID", "STATE", "CREATED", "RECIPIENTS",
+               "DELIVERED", "DEFERRED", "BOUNCED", "PENDING", "FROM");
+    for (long i = 0; i < n; i++) {
+        struct lc_post_view p;
+        int got = lc_view_post(ctx->rc, ids[i], 0, &p, err, sizeof err);
+        if (got < 0) {
+            status = lc_refused(ctx, "%s", err);
+            break;
+        }
+        if (got == 0)
+            continue; /* listed but gone: expired or half-written */
+        if (j) {
+            lc_view_post_json(j, &p);
+        } else {
+            char when[64];
+            lc_fmt_time(p.created, when, sizeof when);
+            printf("%8llu  %-8s  %-23s  %10lld  %10lld  %9lld  %8lld  %8lld  %s\n", (unsigned long long)p.id,
+                   p.state, when, p.recipients, p.delivered, p.deferred, p.bounced, p.pending,
+                   *p.from ? p.from : "<>");
+        }
+        lc_view_post_clear(&p);
+    }
+    free(ids);
+    if (j) {
+        lc_json_end(j);
+        return lc_json_done(j, status);
+    }
+    if (status == LC_EXIT_OK && total > n)
+        printf("(%lld older posts not shown; use --limit)\n", total - n);
+    return status;
+}
+
+static int parse_id(const char *s, uint64_t *id)
+{
+    if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
+        return -1;
+    *id = strtoull(s, NULL, 10);
+    return *id > 0 ? 0 : -1;
+}
+
+static void print_post_text(const struct lc_post_view *p)
+{
+    char when[64];
+    lc_fmt_time(p->created, when, sizeof when);
+    printf("post:        %llu\n", (unsigned long long)p->id);
+    printf("list:        %s\n", p->list);
+    printf("from:        <%s>\n", p->from);
+    printf("state:       %s\n", p->state);
+    printf("created:     %s\n", when);
+    printf("size:        %lld bytes\n", p->size);
+    printf("recipients:  %lld\n", p->recipients);
+    printf("delivered:   %lld\n", p->delivered);
+    printf("deferred:    %lld (will be retried)\n", p->deferred);
+    printf("bounced:     %lld\n", p->bounced);
+    printf("pending:     %lld\n", p->pending);
+    if (!strcmp(p->state, "sending")) {
+        char bar[160];
+        long long final = p->delivered + p->bounced;
+        lc_view_bar(bar, sizeof bar, 40, final, p->recipients);
+        printf("progress:    %s  %lld of %lld recipients have a final outcome\n", bar, final, p->recipients);
+    }
+    if (p->ndom == 0)
+        return;
+    int w = 6;
+    for (size_t i = 0; i < p->ndom && i < POST_TEXT_DOMAINS; i++)
+        if ((int)strlen(p->dom[i].domain) > w)
+            w = (int)strlen(p->dom[i].domain);
+    if (w > 60)
+        w = 60;
+    printf("\n%-*s  %10s  %9s  %8s\n", w, "DOMAIN", "DELIVERED", "DEFERRED", "BOUNCED");
+    for (size_t i = 0; i < p->ndom && i < POST_TEXT_DOMAINS; i++)
+        printf("%-*s  %10lld  %9lld  %8lld\n", w, p->dom[i].domain, p->dom[i].delivered, p->dom[i].deferred,
+               p->dom[i].bounced);
+    if (p->ndom > POST_TEXT_DOMAINS)
+        printf("(%zu more domains; see --json)\n", p->ndom - POST_TEXT_DOMAINS);
+}
+
+static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
+{
+    struct lc_optstate st;
+    const char *id_arg = NULL;
+    int o;
+    lc_opt_init(&st, argc, argv);
+    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
+        if (o == -2)
+            return LC_EXIT_USAGE;
+        if (o == LC_O_JSON)
+            ctx->json = 1;
+        else if (o == LC_O_HELP)
+            return lc_help("post show");
+        else if (id_arg)
+            return lc_usage(ctx, "post show: unexpected argument '%.200s'", st.arg);
+        else
+            id_arg = st.arg;
+    }
+    uint64_t id;
+    if (!id_arg)
+        return lc_usage(ctx, "post show: missing ID (see listcast post show --help)");
+    if (parse_id(id_arg, &id) < 0)
+        return lc_usage(ctx, "post show: '%.50s' is not a post id (a positive number)", id_arg);
+    redisContext *rc = lc_redis(ctx);
+    if (!rc)
+        return LC_EXIT_REFUSED;
+    char err[512];
+    struct lc_post_view p;
+    int got = lc_view_post(rc, id, 1, &p, err, sizeof err);
+    if (got < 0)
+        return lc_refused(ctx, "%s", err);
+    if (got == 0)
+        return lc_refused(ctx, "no such post: %llu", (unsigned long long)id);
+    int status = LC_EXIT_OK;
+    if (ctx->json) {
+        struct lc_json *j = lc_json_out();
+        lc_view_post_json(j, &p);
+        status = lc_json_done(j, LC_EXIT_OK);
+    } else {
+        print_post_text(&p);
+    }
+    lc_view_post_clear(&p);
+    return status;
+}
+
+int lc_cmd_post(struct lc_ctx *ctx, int argc, char **argv)
+{
+    if (argc < 2)
+        return lc_usage(ctx, "post: missing subcommand: ls or show (see listcast post --help)");
+    const char *sub = argv[1];
+    if (!strcmp(sub, "ls")) {
+        ctx->cmd = "post ls";
+        return cmd_ls(ctx, argc - 1, argv + 1);
+    }
+    if (!strcmp(sub, "show")) {
+        ctx->cmd = "post show";
+        return cmd_show(ctx, argc - 1, argv + 1);
+    }
+    return lc_usage(ctx, "post: unknown subcommand '%.100s' (ls or show)", sub);
+}
