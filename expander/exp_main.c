@@ -1,0 +1,86 @@
+/* exp_main: listcast-expander's main(): arguments, configuration, log, signals, then the stream loop.
+ *
+ * Usage: listcast-expander [--config FILE] [--set key=value]... [-v]
+ * Exit codes: 0 on SIGTERM/SIGINT, 1 on a fatal error (Redis gone for ~30 s, c-ares unusable), 2 on a usage
+ * or configuration error. The expander needs no secret and no privileged resource.
+ */
+#include "exp.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lc_cfg.h"
+#include "lc_log.h"
+
+#define PROG "listcast-expander"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    int verbose = 0;
+    lc_log_init(PROG);
+    struct lc_cfg *cfg = lc_cfg_new();
+    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
+        goto usage;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-v") != 0) {
+            snprintf(err, sizeof err, "unknown argument \"%s\" (usage: %s [--config FILE] [--set key=value]... [-v])",
+                     argv[i], PROG);
+            goto usage;
+        }
+        verbose = 1;
+    }
+    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
+        goto usage;
+    if (!*lc_cfg_str(cfg, "redis.url")) {
+        snprintf(err, sizeof err, "redis.url: must be set");
+        goto usage;
+    }
+    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+    signals();
+
+    struct exp e = {
+        .url = lc_cfg_str(cfg, "redis.url"),
+        .node = lc_cfg_str(cfg, "node.name"),
+        .relay = lc_cfg_str(cfg, "sender.relay"),
+        .batch_size = (long)lc_cfg_int(cfg, "sender.batch_size"),
+        .stop = &stop_flag,
+    };
+    if (!*e.relay && !(e.dns = exp_dns_new(lc_cfg_str(cfg, "dns.servers"), err, sizeof err)))
+        lc_fatal("%s", err);
+    e.rcpts = exp_rcpts_new();
+    lc_info("started node=%s batch_size=%ld %s%s", e.node, e.batch_size, *e.relay ? "relay=" : "dns=",
+            *e.relay ? e.relay : (*lc_cfg_str(cfg, "dns.servers") ? lc_cfg_str(cfg, "dns.servers") : "system"));
+    int rc = exp_run(&e);
+    exp_rcpts_free(e.rcpts);
+    exp_dns_free(e.dns);
+    lc_info("%s", rc == 0 ? "stopped" : "exiting: Redis unavailable");
+    lc_cfg_free(cfg);
+    return rc == 0 ? 0 : 1;
+
+usage:
+    fprintf(stderr, "%s: %s\n", PROG, err);
+    lc_cfg_free(cfg);
+    return 2;
+}

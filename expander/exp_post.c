@@ -1,0 +1,634 @@
+/* exp_post: expand one post into delivery batches.
+ *
+ * Steps: HMGET lc:post:ID list state (a post already `sending` or `done` was expanded before a crash or by
+ * another expander: just XACK); HSCAN lc:active:LIST COUNT 1000, each page's addresses checked with
+ * SMISMEMBER lc:suppress (skipped when the set is empty); sort by domain and drop duplicates (exp_rcpt);
+ * resolve every domain (exp_dns) or, with sender.relay, route everything to "relay=HOST:PORT"; group domains
+ * by their exact hosts string, order the groups by it (so by first MX host), cut each group into batches of
+ * sender.batch_size; write everything with pipelined MULTI/EXEC.
+ *
+ * Writes: XADD lc:stream:deliveries {post, hosts, rcpts "SUBID ADDR\n..."} per batch; for a null MX, NXDOMAIN
+ * or a domain without any mail server address, XADD lc:stream:bounces {rcpt, from "", post, sub, reply} per
+ * recipient and HINCRBY lc:postdom:ID DOMAIN:bounced; the last transaction holds HSET lc:post:ID recipients N
+ * state sending (done when nothing was queued), HINCRBY bounced/deferred and the XACK, so the state change and
+ * the acknowledgement are one atomic step. Each transaction runs under WATCH lc:post:ID after checking the
+ * state, so two expanders that got the same entry do not both write it. While a post is being expanded the
+ * entry is XCLAIMed to ourselves (JUSTID) every TOUCH_MS, so another expander's XAUTOCLAIM leaves it alone.
+ *
+ * Limits and known gaps: a transaction holds at most CHUNK_CMDS commands; a post needing several (over about
+ * 100,000 recipients at the default batch size) that crashes between them is expanded again from the start,
+ * so the batches of the first transactions are queued twice (at-least-once). Recipients of domains whose DNS
+ * failed temporarily after every attempt are counted in `deferred` and logged, not queued: nothing retries
+ * them yet. Addresses failing lc_addr_norm and bad subscriber ids are skipped with a warning.
+ */
+#include "exp.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lc_addr.h"
+#include "lc_buf.h"
+#include "lc_log.h"
+#include "lc_redis.h"
+#include "lc_schema.h"
+
+#define SCAN_COUNT "1000"
+#define CHUNK_CMDS 1000          /* commands per MULTI/EXEC */
+#define CHUNK_BYTES (8u << 20)   /* bytes per MULTI/EXEC */
+#define TOUCH_MS 20000           /* XCLAIM our entry this often while working (XAUTOCLAIM takes 60 s idle) */
+#define WARN_MAX 10              /* warnings about bad subscriber entries per post */
+
+enum { PR_OK = 0, PR_STOP = 1, PR_CONN = -1, PR_DATA = -2, PR_DONE = 2, PR_WATCH = 3 };
+
+static const char *const bounce_reply[] = {
+    [EXP_ROUTE_NULLMX] = "550 5.1.10 domain publishes a null MX (RFC 7505)",
+    [EXP_ROUTE_NXDOMAIN] = "550 5.1.2 domain does not exist",
+    [EXP_ROUTE_NOHOST] = "550 5.4.4 no mail server of the domain has an address",
+};
+
+struct post {
+    struct exp *e;
+    const char *entry; /* stream entry id */
+    uint64_t id;
+    char ids[24];      /* id in decimal */
+    char key[LC_KEY_MAX];     /* lc:post:ID */
+    char domkey[LC_KEY_MAX];  /* lc:postdom:ID */
+    char list[LC_ADDR_MAX + 1];
+    int64_t touched;
+    size_t suppressed, invalid, dups;
+    char err[512];
+    /* the writer */
+    int in_multi;
+    size_t queued, bytes;
+};
+
+/* fail classifies a failed command on the write connection. */
+static int fail(struct post *p, const char *what)
+{
+    if (p->e->wr->err) {
+        lc_warn("post=%s %s: %s", p->ids, what, p->err);
+        return PR_CONN;
+    }
+    lc_warn("post=%s %s failed, left pending: %s", p->ids, what, p->err);
+    return PR_DATA;
+}
+
+/* touch resets our entry's idle time now and then, so XAUTOCLAIM elsewhere leaves a long expansion alone. */
+static void touch(void *arg)
+{
+    struct post *p = arg;
+    int64_t now = exp_now_ms();
+    if (now - p->touched < TOUCH_MS || p->e->wr->err)
+        return;
+    p->touched = now;
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "XCLAIM %s %s %s 0 %s JUSTID", LC_S_POSTS,
+                                 LC_G_POSTS, p->e->node, p->entry);
+    if (r)
+        freeReplyObject(r);
+    else
+        lc_debug("post=%s heartbeat: %s", p->ids, p->err);
+}
+
+static int ack(struct post *p)
+{
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "XACK %s %s %s", LC_S_POSTS, LC_G_POSTS,
+                                 p->entry);
+    if (!r)
+        return fail(p, "XACK");
+    freeReplyObject(r);
+    return PR_OK;
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- reading ---- */
+
+/* load reads the post's list and state; PR_DONE when there is nothing to expand (and it was acknowledged). */
+static int load(struct post *p)
+{
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HMGET %s list state", p->key);
+    if (!r)
+        return fail(p, "HMGET");
+    int rc = PR_OK;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        snprintf(p->err, sizeof p->err, "unexpected HMGET reply");
+        rc = PR_DATA;
+    } else if (r->element[0]->type != REDIS_REPLY_STRING) {
+        lc_warn("post=%s has no post hash or no list: acknowledged without expanding", p->ids);
+        rc = PR_DONE;
+    } else if (r->element[1]->type == REDIS_REPLY_STRING &&
+               (!strcmp(r->element[1]->str, LC_PS_SENDING) || !strcmp(r->element[1]->str, LC_PS_DONE))) {
+        lc_info("post=%s already expanded state=%s: acknowledged", p->ids, r->element[1]->str);
+        rc = PR_DONE;
+    } else if (r->element[0]->len > LC_ADDR_MAX) {
+        lc_warn("post=%s list name too long: acknowledged without expanding", p->ids);
+        rc = PR_DONE;
+    } else {
+        memcpy(p->list, r->element[0]->str, r->element[0]->len);
+        p->list[r->element[0]->len] = 0;
+    }
+    freeReplyObject(r);
+    if (rc == PR_DATA)
+        lc_warn("post=%s: %s", p->ids, p->err);
+    if (rc == PR_DONE) {
+        rc = ack(p);
+        return rc == PR_OK ? PR_DONE : rc;
+    }
+    return rc;
+}
+
+/* scan_page adds one HSCAN page (field/value pairs) to the recipient set. */
+static int scan_page(struct post *p, redisReply *page, int check_suppress)
+{
+    size_t npairs = page->elements / 2;
+    if (npairs == 0)
+        return PR_OK;
+    char(*norm)[LC_ADDR_MAX + 1] = lc_malloc(npairs * sizeof *norm);
+    uint64_t *subid = lc_malloc(npairs * sizeof *subid);
+    const char **argv = lc_malloc((npairs + 2) * sizeof *argv);
+    size_t *lens = lc_malloc((npairs + 2) * sizeof *lens);
+    size_t n = 0;
+    int rc = PR_OK;
+    for (size_t i = 0; i < npairs; i++) {
+        redisReply *f = page->element[2 * i], *v = page->element[2 * i + 1];
+        const char *why = NULL;
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            why = "not a string";
+        else if (lc_addr_norm(f->str, f->len, norm[n], &why) < 0)
+            why = why ? why : "bad address";
+        else if (parse_u64(v->str, v->len, &subid[n]) < 0)
+            why = "bad subscriber id";
+        else
+            why = NULL;
+        if (why) {
+            if (p->invalid++ < WARN_MAX)
+                lc_warn("post=%s list=%s skipping subscriber entry \"%.80s\": %s", p->ids, p->list,
+                        f->type == REDIS_REPLY_STRING ? f->str : "?", why);
+            continue;
+        }
+        argv[n + 2] = norm[n];
+        lens[n + 2] = strlen(norm[n]);
+        n++;
+    }
+    redisReply *sm = NULL;
+    if (check_suppress && n > 0) {
+        argv[0] = "SMISMEMBER";
+        lens[0] = 10;
+        argv[1] = LC_K_SUPPRESS;
+        lens[1] = strlen(LC_K_SUPPRESS);
+        sm = lc_redis_cmdv(p->e->wr, (int)n + 2, argv, lens, p->err, sizeof p->err);
+        if (!sm) {
+            rc = fail(p, "SMISMEMBER");
+            goto out;
+        }
+        if (sm->type != REDIS_REPLY_ARRAY || sm->elements != n) {
+            snprintf(p->err, sizeof p->err, "unexpected SMISMEMBER reply");
+            rc = fail(p, "SMISMEMBER");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (sm && sm->element[i]->type == REDIS_REPLY_INTEGER && sm->element[i]->integer == 1) {
+            p->suppressed++;
+            lc_debug("post=%s rcpt=<%s> suppressed", p->ids, norm[i]);
+            continue;
+        }
+        if (exp_rcpts_add(p->e->rcpts, norm[i], lens[i + 2], subid[i]) < 0) {
+            snprintf(p->err, sizeof p->err, "more than %u recipients", EXP_RCPTS_MAX);
+            rc = PR_DATA;
+            lc_warn("post=%s: %s, left pending", p->ids, p->err);
+            goto out;
+        }
+    }
+out:
+    if (sm)
+        freeReplyObject(sm);
+    free(norm);
+    free(subid);
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+/* scan reads every active subscriber of the list. */
+static int scan(struct post *p)
+{
+    char akey[LC_KEY_MAX];
+    if (lc_key_active(akey, sizeof akey, p->list) < 0) {
+        lc_warn("post=%s list=%s: bad list name: acknowledged without expanding", p->ids, p->list);
+        int rc = ack(p);
+        return rc == PR_OK ? PR_DONE : rc;
+    }
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "SCARD %s", LC_K_SUPPRESS);
+    if (!r)
+        return fail(p, "SCARD");
+    int check_suppress = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+    freeReplyObject(r);
+    char cursor[32] = "0";
+    for (;;) {
+        if (*p->e->stop)
+            return PR_STOP;
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HSCAN %s %s COUNT " SCAN_COUNT, akey, cursor);
+        if (!r)
+            return fail(p, "HSCAN");
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[0]->len >= sizeof cursor || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            snprintf(p->err, sizeof p->err, "unexpected HSCAN reply");
+            return fail(p, "HSCAN");
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+        int rc = scan_page(p, r->element[1], check_suppress);
+        freeReplyObject(r);
+        if (rc != PR_OK)
+            return rc;
+        touch(p);
+        if (!strcmp(cursor, "0"))
+            return PR_OK;
+    }
+}
+
+/* ---- writing ---- */
+
+/* begin starts a transaction: WATCH the post, make sure nobody expanded it meanwhile, MULTI. */
+static int begin(struct post *p)
+{
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "WATCH %s", p->key);
+    if (!r)
+        return fail(p, "WATCH");
+    freeReplyObject(r);
+    r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HGET %s state", p->key);
+    if (!r)
+        return fail(p, "HGET state");
+    int done = r->type == REDIS_REPLY_STRING && (!strcmp(r->str, LC_PS_SENDING) || !strcmp(r->str, LC_PS_DONE));
+    freeReplyObject(r);
+    if (done) {
+        lc_info("post=%s expanded meanwhile by another expander: acknowledged", p->ids);
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "UNWATCH");
+        if (!r)
+            return fail(p, "UNWATCH");
+        freeReplyObject(r);
+        int rc = ack(p);
+        return rc == PR_OK ? PR_DONE : rc;
+    }
+    redisAppendCommand(p->e->wr, "MULTI");
+    p->in_multi = 1;
+    p->queued = p->bytes = 0;
+    return PR_OK;
+}
+
+/* commit sends EXEC and reads every reply of the transaction. PR_OK, PR_CONN, PR_DATA or PR_WATCH. */
+static int commit(struct post *p)
+{
+    redisContext *c = p->e->wr;
+    redisAppendCommand(c, "EXEC");
+    p->in_multi = 0;
+    int rc = PR_OK;
+    for (size_t i = 0; i < p->queued + 2; i++) {
+        void *v = NULL;
+        if (redisGetReply(c, &v) != REDIS_OK || !v) {
+            snprintf(p->err, sizeof p->err, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
+            return fail(p, "EXEC");
+        }
+        redisReply *r = v;
+        if (r->type == REDIS_REPLY_ERROR && rc == PR_OK) {
+            snprintf(p->err, sizeof p->err, "%.*s", (int)r->len, r->str);
+            rc = PR_DATA;
+        } else if (i == p->queued + 1 && rc == PR_OK) {
+            if (r->type == REDIS_REPLY_NIL) {
+                rc = PR_WATCH;
+            } else if (r->type == REDIS_REPLY_ARRAY) {
+                for (size_t j = 0; j < r->elements; j++)
+                    if (r->element[j]->type == REDIS_REPLY_ERROR) {
+                        snprintf(p->err, sizeof p->err, "%.*s", (int)r->element[j]->len, r->element[j]->str);
+                        rc = PR_DATA;
+                        break;
+                    }
+            }
+        }
+        freeReplyObject(r);
+    }
+    if (rc == PR_DATA)
+        lc_warn("post=%s transaction failed, left pending: %s", p->ids, p->err);
+    return rc;
+}
+
+/* add queues one command in the current transaction, starting one if needed. */
+static int add(struct post *p, int argc, const char **argv, const size_t *lens)
+{
+    if (!p->in_multi) {
+        int rc = begin(p);
+        if (rc != PR_OK)
+            return rc;
+    }
+    redisAppendCommandArgv(p->e->wr, argc, argv, lens);
+    p->queued++;
+    for (int i = 0; i < argc; i++)
+        p->bytes += lens[i];
+    return PR_OK;
+}
+
+/* flush commits the current transaction when it is full (or when force is set). When the WATCH fired (the
+ * post hash changed under us: another expander) the entry is left pending; XAUTOCLAIM brings it back and
+ * load() then finds the post expanded. */
+static int flush(struct post *p, int force)
+{
+    if (!p->in_multi || (!force && p->queued < CHUNK_CMDS && p->bytes < CHUNK_BYTES))
+        return PR_OK;
+    int rc = commit(p);
+    if (rc == PR_WATCH) {
+        snprintf(p->err, sizeof p->err, "lc:post:%s changed during the transaction", p->ids);
+        rc = PR_DATA;
+        lc_warn("post=%s: %s, left pending", p->ids, p->err);
+    }
+    return rc;
+}
+
+struct plan {
+    const char *const *names; /* domain names */
+    const struct exp_route *routes;
+};
+
+static int cmp_group(const void *a, const void *b, void *arg)
+{
+    const struct plan *pl = arg;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(pl->routes[x].hosts, pl->routes[y].hosts);
+    return c ? c : strcmp(pl->names[x], pl->names[y]);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* count_hosts counts distinct MX host names over the distinct hosts strings of the ordered domains. */
+static size_t count_hosts(const struct exp_route *routes, const size_t *order, size_t n)
+{
+    size_t cap = 16, k = 0, distinct = 0;
+    char **names = lc_malloc(cap * sizeof *names);
+    for (size_t i = 0; i < n; i++) {
+        const char *h = routes[order[i]].hosts;
+        if (i > 0 && !strcmp(h, routes[order[i - 1]].hosts))
+            continue;
+        while (*h) {
+            size_t len = strcspn(h, "=");
+            if (k == cap) {
+                cap *= 2;
+                names = lc_realloc(names, cap * sizeof *names);
+            }
+            names[k++] = lc_strndup(h, len);
+            h += strcspn(h, " ");
+            h += strspn(h, " ");
+        }
+    }
+    qsort(names, k, sizeof *names, cmp_str);
+    for (size_t i = 0; i < k; i++)
+        if (i == 0 || strcmp(names[i], names[i - 1]))
+            distinct++;
+    for (size_t i = 0; i < k; i++)
+        free(names[i]);
+    free(names);
+    return distinct;
+}
+
+struct totals {
+    size_t rcpts, batches, bounced, deferred, mx_hosts;
+    long dns_ms;
+};
+
+static int write_batch(struct post *p, const char *hosts, struct lc_buf *rcpts)
+{
+    const char *argv[9] = {"XADD", LC_S_DELIVERIES, "*", "post", p->ids, "hosts", hosts, "rcpts",
+                           lc_buf_data(rcpts)};
+    size_t lens[9];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    lens[8] = lc_buf_len(rcpts);
+    int rc = add(p, 9, argv, lens);
+    lc_buf_reset(rcpts);
+    return rc == PR_OK ? flush(p, 0) : rc;
+}
+
+/* write_batches queues the batches of the routable domains, group by group. */
+static int write_batches(struct post *p, const struct plan *pl, const size_t *order, size_t nok,
+                         struct totals *t)
+{
+    struct exp_rcpts *s = p->e->rcpts;
+    struct lc_buf *b = lc_buf_new((size_t)p->e->batch_size * (LC_ADDR_MAX + 24) + 64);
+    int rc = PR_OK;
+    size_t inbatch = 0;
+    for (size_t k = 0; k < nok && rc == PR_OK; k++) {
+        size_t di = order[k];
+        const char *hosts = pl->routes[di].hosts;
+        const struct exp_domain *dom = exp_rcpts_domain(s, di);
+        for (uint32_t j = 0; j < dom->count && rc == PR_OK; j++) {
+            const struct exp_rcpt *r = exp_rcpts_get(s, dom->first + j);
+            if (lc_buf_printf(b, "%" PRIu64 " %s\n", r->subid, r->addr) < 0)
+                lc_panic("post=%s batch buffer too small", p->ids);
+            if (++inbatch == (size_t)p->e->batch_size) {
+                rc = write_batch(p, hosts, b);
+                t->batches++;
+                inbatch = 0;
+            }
+        }
+        /* a group ends where the next domain's hosts differ */
+        if (rc == PR_OK && inbatch > 0 && (k + 1 == nok || strcmp(hosts, pl->routes[order[k + 1]].hosts))) {
+            rc = write_batch(p, hosts, b);
+            t->batches++;
+            inbatch = 0;
+        }
+    }
+    lc_buf_free(b);
+    return rc;
+}
+
+/* write_failed queues bounces and counts deferrals for the domains that cannot be routed. */
+static int write_failed(struct post *p, const struct plan *pl, size_t ndom, struct totals *t)
+{
+    struct exp_rcpts *s = p->e->rcpts;
+    for (size_t di = 0; di < ndom; di++) {
+        enum exp_route_status st = pl->routes[di].status;
+        const struct exp_domain *dom = exp_rcpts_domain(s, di);
+        if (st == EXP_ROUTE_OK)
+            continue;
+        char field[300];
+        snprintf(field, sizeof field, "%s:%s", dom->name, st == EXP_ROUTE_TEMP ? "deferred" : "bounced");
+        char num[24];
+        snprintf(num, sizeof num, "%" PRIu32, dom->count);
+        const char *hv[4] = {"HINCRBY", p->domkey, field, num};
+        size_t hl[4] = {7, strlen(p->domkey), strlen(field), strlen(num)};
+        int rc = add(p, 4, hv, hl);
+        if (rc != PR_OK)
+            return rc;
+        if (st == EXP_ROUTE_TEMP) {
+            lc_warn("post=%s domain=%s deferred=%" PRIu32 " reason=temporary DNS failure (not queued)", p->ids,
+                    dom->name, dom->count);
+            t->deferred += dom->count;
+            continue;
+        }
+        const char *reply = bounce_reply[st];
+        lc_info("post=%s domain=%s bounced=%" PRIu32 " reply=%s", p->ids, dom->name, dom->count, reply);
+        t->bounced += dom->count;
+        for (uint32_t j = 0; j < dom->count; j++) {
+            const struct exp_rcpt *r = exp_rcpts_get(s, dom->first + j);
+            char sub[24];
+            snprintf(sub, sizeof sub, "%" PRIu64, r->subid);
+            const char *argv[13] = {"XADD", LC_S_BOUNCES, "*", "rcpt", r->addr, "from", "", "post", p->ids,
+                                    "sub", sub, "reply", reply};
+            size_t lens[13];
+            for (int i = 0; i < 13; i++)
+                lens[i] = strlen(argv[i]);
+            if ((rc = add(p, 13, argv, lens)) != PR_OK || (rc = flush(p, 0)) != PR_OK)
+                return rc;
+        }
+    }
+    return PR_OK;
+}
+
+/* write_final queues the post's new state and the acknowledgement, and commits. */
+static int write_final(struct post *p, const struct totals *t)
+{
+    char n[24], b[24], d[24];
+    snprintf(n, sizeof n, "%zu", t->rcpts);
+    snprintf(b, sizeof b, "%zu", t->bounced);
+    snprintf(d, sizeof d, "%zu", t->deferred);
+    const char *state = (t->batches == 0 && t->deferred == 0) ? LC_PS_DONE : LC_PS_SENDING;
+    const char *hset[6] = {"HSET", p->key, "recipients", n, "state", state};
+    const char *hb[4] = {"HINCRBY", p->key, "bounced", b};
+    const char *hd[4] = {"HINCRBY", p->key, "deferred", d};
+    const char *xack[4] = {"XACK", LC_S_POSTS, LC_G_POSTS, p->entry};
+    size_t l6[6], l4[4];
+    int rc;
+    for (int i = 0; i < 6; i++)
+        l6[i] = strlen(hset[i]);
+    if ((rc = add(p, 6, hset, l6)) != PR_OK)
+        return rc;
+    for (int i = 0; i < 4; i++)
+        l4[i] = strlen(hb[i]);
+    if (t->bounced && (rc = add(p, 4, hb, l4)) != PR_OK)
+        return rc;
+    for (int i = 0; i < 4; i++)
+        l4[i] = strlen(hd[i]);
+    if (t->deferred && (rc = add(p, 4, hd, l4)) != PR_OK)
+        return rc;
+    for (int i = 0; i < 4; i++)
+        l4[i] = strlen(xack[i]);
+    if ((rc = add(p, 4, xack, l4)) != PR_OK)
+        return rc;
+    return flush(p, 1);
+}
+
+/* route resolves (or relays) and writes everything. */
+static int route_and_write(struct post *p, struct totals *t)
+{
+    struct exp *e = p->e;
+    struct exp_rcpts *s = e->rcpts;
+    size_t ndom = exp_rcpts_ndomains(s);
+    const char **names = lc_malloc((ndom ? ndom : 1) * sizeof *names);
+    struct exp_route *routes = lc_calloc(ndom ? ndom : 1, sizeof *routes);
+    size_t *order = lc_malloc((ndom ? ndom : 1) * sizeof *order);
+    char *relay = NULL;
+    int rc = PR_OK;
+    for (size_t i = 0; i < ndom; i++)
+        names[i] = exp_rcpts_domain(s, i)->name;
+    if (*e->relay) {
+        size_t n = strlen(e->relay) + 7;
+        relay = lc_malloc(n);
+        snprintf(relay, n, "relay=%s", e->relay);
+        for (size_t i = 0; i < ndom; i++)
+            routes[i] = (struct exp_route){EXP_ROUTE_OK, relay};
+    } else if (ndom > 0) {
+        struct exp_dns_stats st;
+        int64_t t0 = exp_now_ms();
+        rc = exp_dns_resolve(e->dns, names, ndom, routes, &st, touch, p, e->stop) ? PR_STOP : PR_OK;
+        t->dns_ms = (long)(exp_now_ms() - t0);
+        lc_debug("post=%s dns domains=%zu cached=%lu queries=%lu", p->ids, ndom, st.cached, st.queries);
+    }
+    if (rc == PR_OK && *e->stop)
+        rc = PR_STOP;
+    struct plan pl = {names, routes};
+    size_t nok = 0;
+    for (size_t i = 0; i < ndom && rc == PR_OK; i++)
+        if (routes[i].status == EXP_ROUTE_OK)
+            order[nok++] = i;
+    if (rc == PR_OK) {
+        qsort_r(order, nok, sizeof *order, cmp_group, &pl);
+        t->mx_hosts = count_hosts(routes, order, nok);
+        rc = write_batches(p, &pl, order, nok, t);
+    }
+    if (rc == PR_OK)
+        rc = write_failed(p, &pl, ndom, t);
+    if (rc == PR_OK)
+        rc = write_final(p, t);
+    free(names);
+    free(routes);
+    free(order);
+    free(relay);
+    return rc;
+}
+
+int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, size_t post_len)
+{
+    struct post *p = lc_calloc(1, sizeof *p);
+    p->e = e;
+    p->entry = entry_id;
+    p->touched = exp_now_ms();
+    int rc;
+    if (parse_u64(post_field, post_len, &p->id) < 0) {
+        lc_warn("entry=%s post field \"%.*s\" is not a post id: acknowledged", entry_id,
+                (int)(post_len > 40 ? 40 : post_len), post_field);
+        snprintf(p->ids, sizeof p->ids, "?");
+        rc = ack(p);
+        free(p);
+        return rc == PR_CONN ? -1 : 0;
+    }
+    snprintf(p->ids, sizeof p->ids, "%" PRIu64, p->id);
+    lc_key_post(p->key, sizeof p->key, p->id);
+    lc_key_postdom(p->domkey, sizeof p->domkey, p->id);
+    exp_rcpts_reset(e->rcpts);
+    struct totals t = {0};
+    rc = load(p);
+    if (rc == PR_OK)
+        rc = scan(p);
+    if (rc == PR_OK) {
+        p->dups = exp_rcpts_finish(e->rcpts);
+        t.rcpts = exp_rcpts_count(e->rcpts);
+        rc = route_and_write(p, &t);
+    }
+    if (p->in_multi) /* stopped inside a transaction: the connection holds half of it, drop the connection */
+        rc = PR_CONN;
+    if (rc == PR_OK)
+        lc_info("post=%s expanded recipients=%zu domains=%zu batches=%zu mx_hosts=%zu dns_ms=%ld bounced=%zu "
+                "deferred=%zu suppressed=%zu invalid=%zu", p->ids, t.rcpts, exp_rcpts_ndomains(e->rcpts), t.batches,
+                t.mx_hosts, t.dns_ms, t.bounced, t.deferred, p->suppressed, p->invalid);
+    if (p->dups)
+        lc_debug("post=%s %zu duplicate subscriber entries dropped", p->ids, p->dups);
+    exp_rcpts_reset(e->rcpts);
+    free(p);
+    switch (rc) {
+    case PR_CONN:
+        return -1;
+    case PR_STOP:
+        return 1;
+    default:
+        return 0;
+    }
+}
