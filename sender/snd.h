@@ -1,0 +1,247 @@
+/* snd.h: private header of listcast-sender, the delivery engine of listcast.
+ *
+ * The sender reads recipient batches from the Redis stream lc:stream:deliveries (group "sender", consumer
+ * node.name), delivers each recipient in its own SMTP transaction with a signed VERP envelope sender over
+ * persistent, pipelined connections, and acknowledges a batch (counters, bounce entries and XACK in one
+ * MULTI/EXEC) once every recipient in it has an outcome. One epoll loop, no threads. Files:
+ *   snd_main.c   main(): arguments, configuration, log, secret, loop, signals, run, clean exit.
+ *   snd_queue.c  Redis: the blocking reader (XREADGROUP), the write connection (post loads, commits, XAUTOCLAIM,
+ *                heartbeat XCLAIM), reconnect with backoff, the housekeeping tick.
+ *   snd_post.c   the post cache: message body built once per post (dot-stuffed, CRLF, ".\r\n"), list domain.
+ *   snd_batch.c  batches: stream entry parsing, recipient routing along the MX list, outcomes and their log.
+ *   snd_dest.c   destinations (one IP:port each): recipient queues, connection limits, down marking.
+ *   snd_conn.c   one SMTP client connection: explicit state machine, pipelining, timeouts.
+ *   snd_reply.c  a bounded SMTP reply parser (pure, no I/O).
+ * Ownership: struct snd owns the batch list, the post cache and the destination table; a batch owns its
+ * recipients and holds a reference on its post; a destination owns its connections; a connection holds
+ * references on the posts whose bodies are in its output queue and borrows the recipients it is working on
+ * (a batch is never freed while one of its recipients lacks an outcome).
+ * Deferred recipients (4xx, no reachable MX) are counted and logged; they are not yet retried.
+ */
+#ifndef SND_H
+#define SND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lc_addr.h"
+
+struct lc_loop;
+struct lc_cfg;
+struct lc_secret;
+struct redisReply;
+
+#define SND_PROG "listcast-sender"
+
+#define SND_READ_COUNT 16          /* entries per XREADGROUP */
+#define SND_READ_BLOCK_MS 1000     /* XREADGROUP BLOCK */
+#define SND_CLAIM_EVERY_MS 30000   /* XAUTOCLAIM and heartbeat period */
+#define SND_CLAIM_IDLE_MS 60000    /* entries idle longer than this belong to a dead consumer */
+#define SND_TICK_MS 1000           /* housekeeping tick */
+#define SND_COMMIT_RETRY_MS 5000   /* a failed commit is tried again after this */
+#define SND_REDIS_BACKOFF_MIN 250  /* reconnect backoff, doubling up to the max */
+#define SND_REDIS_BACKOFF_MAX 30000
+#define SND_MAX_TARGETS 32         /* NAME/IP pairs per batch */
+#define SND_MAX_RCPTS 10000        /* recipients per batch (sender.batch_size is at most 10,000) */
+#define SND_RCPTS_PER_CONN 10      /* queued recipients that justify one more connection to a host */
+#define SND_DOWN_MS 60000          /* a host that failed to connect is skipped this long */
+#define SND_CONNECT_MS 30000       /* connect timeout */
+#define SND_REPLY_MS 60000         /* banner, reply and write-progress timeout (RFC 5321 asks 300 s) */
+#define SND_IDLE_MS 10000          /* an idle connection is closed (QUIT) after this */
+#define SND_QUIT_MS 10000          /* wait for the QUIT reply at most this long */
+#define SND_LINE_MAX 4096          /* one reply line, without CRLF */
+#define SND_REPLY_MAX 65536        /* one whole (multi-line) reply */
+
+/* ---- the daemon ---- */
+
+struct snd_post;
+struct snd_dest;
+struct snd_conn;
+struct snd_queue;
+struct snd_batch;
+
+struct snd {
+    struct lc_loop *loop;
+    const struct lc_cfg *cfg;
+    const struct lc_secret *secret;
+    const char *node;      /* consumer name */
+    const char *helo;      /* EHLO name */
+    const char *relay;     /* "" or HOST:PORT taking every delivery */
+    int mx_port;
+    int concurrency;       /* global connection limit */
+    int per_mx;            /* connections to one destination */
+    int max_batches;       /* batches held in memory */
+    int stopping;
+    struct snd_queue *q;
+    struct snd_batch *batches; /* every batch in memory (doubly linked) */
+    int nbatches;
+    struct snd_post *posts;    /* post cache (snd_post.c) */
+    struct snd_dest **dests;   /* destination hash table (snd_dest.c) */
+    int ndests;
+    int nconns;                /* open connections, all destinations */
+    uint64_t nconns_total;     /* connections opened since start (ids) */
+};
+
+/* ---- snd_reply.c: bounded SMTP reply parser ---- */
+
+enum snd_reply_st { SND_R_MORE = 0, SND_R_DONE = 1, SND_R_ERR = -1 };
+struct snd_reply;
+
+/* snd_reply_new makes a parser for one connection; snd_reply_free(NULL) is a no-op. */
+struct snd_reply *snd_reply_new(void);
+void snd_reply_free(struct snd_reply *r);
+/* snd_reply_feed consumes bytes up to the end of one reply: SND_R_DONE (a reply is complete; *used bytes were
+ * taken), SND_R_MORE (all n bytes taken), SND_R_ERR (malformed or over a limit; see snd_reply_error). */
+int snd_reply_feed(struct snd_reply *r, const char *p, size_t n, size_t *used);
+/* After SND_R_DONE: the code (200..599) and the text, lines joined by '\n', each with its "250-"/"250 ". */
+int snd_reply_code(const struct snd_reply *r);
+const char *snd_reply_text(const struct snd_reply *r);
+/* snd_reply_reset readies the parser for the next reply. */
+void snd_reply_reset(struct snd_reply *r);
+const char *snd_reply_error(const struct snd_reply *r);
+/* snd_reply_quote writes text as a log-safe quoted value body (no quotes added; '"' '\\' escaped, line breaks
+ * shown as a space, other control octets as '?'), cut to outlen-1 octets. */
+void snd_reply_quote(const char *text, char *out, size_t outlen);
+
+/* ---- snd_post.c: post cache ---- */
+
+enum snd_post_st { SND_P_NEW, SND_P_LOADING, SND_P_READY, SND_P_MISSING };
+
+struct snd_post {
+    struct snd *snd;
+    uint64_t id;
+    int refs;
+    enum snd_post_st state;
+    char *body;          /* dot-stuffed message with CRLF line ends and the final ".\r\n" */
+    size_t len;
+    size_t msglen;       /* the message as the server receives it, CRLF and unstuffed (SIZE=) */
+    int eightbit;        /* has octets >= 0x80 (BODY=8BITMIME) */
+    char domain[256];    /* list domain, lower case: the VERP domain */
+    struct snd_batch *waiters; /* batches waiting for the load (linked by wnext) */
+    struct snd_post *next, *prev;
+};
+
+/* snd_post_get returns the cached post (a new SND_P_NEW one if absent) with one more reference. */
+struct snd_post *snd_post_get(struct snd *snd, uint64_t id);
+void snd_post_ref(struct snd_post *p);
+/* snd_post_unref drops a reference; the last one evicts and frees the post. NULL is a no-op. */
+void snd_post_unref(struct snd_post *p);
+/* snd_post_set_body builds the wire body from the stored message (len bytes). */
+void snd_post_set_body(struct snd_post *p, const char *msg, size_t len);
+/* snd_post_set_list takes the list address and keeps its domain; returns 0 or -1 (not an address). */
+int snd_post_set_list(struct snd_post *p, const char *list, size_t len);
+/* snd_post_free_all frees the cache at exit (references are ignored). */
+void snd_post_free_all(struct snd *snd);
+
+/* ---- snd_batch.c: batches and recipients ---- */
+
+enum snd_outcome { SND_O_NONE = 0, SND_O_DELIVERED, SND_O_DEFERRED, SND_O_BOUNCED };
+enum snd_batch_st { SND_B_LOADING, SND_B_SENDING, SND_B_COMMIT_WAIT, SND_B_COMMITTING };
+
+struct snd_target {
+    char name[256];      /* MX host name (or "relay") for logs */
+    char key[80];        /* "ip:port" ("[v6]:port"): the destination key, as lc_net_ntop writes it */
+};
+
+struct snd_rcpt {
+    struct snd_batch *batch;
+    uint64_t sub;
+    const char *addr;            /* normalised, in the batch's pool */
+    int hop;                     /* index of the target being tried (-1: bounced locally, no host) */
+    enum snd_outcome outcome;
+    char *reply;                 /* reply text of a bounce (owned) */
+    struct snd_rcpt *next;       /* destination queue link */
+};
+
+struct snd_batch {
+    struct snd *snd;
+    char id[48];                 /* stream entry id */
+    uint64_t post;
+    struct snd_post *p;          /* referenced */
+    struct snd_target *targets;
+    int ntargets;
+    struct snd_rcpt *rcpts;
+    int nrcpts;
+    char *pool;                  /* the recipients' addresses, NUL-separated */
+    int left;                    /* recipients without an outcome */
+    int drop;                    /* unusable entry: acknowledge only, count nothing */
+    enum snd_batch_st state;
+    int64_t retry_at;            /* SND_B_COMMIT_WAIT: not before (loop ms) */
+    struct snd_batch *next, *prev, *wnext;
+};
+
+/* snd_batch_find returns the batch in memory for a stream entry id, or NULL. */
+struct snd_batch *snd_batch_find(struct snd *snd, const char *id);
+/* snd_batch_add makes a batch from a stream entry (an array reply of field/value pairs, or NIL for an entry
+ * that was deleted) and starts it: sends it, waits for its post, or (unusable) queues its bare XACK. */
+void snd_batch_add(struct snd *snd, const char *id, const struct redisReply *fields);
+/* snd_batch_start routes every recipient of a batch whose post is loaded (or drops it if the post is gone). */
+void snd_batch_start(struct snd_batch *b);
+/* snd_batch_free unlinks and frees a batch (after its commit, or at exit). */
+void snd_batch_free(struct snd_batch *b);
+/* snd_rcpt_route queues a recipient at its current target, skipping targets that are down; none left: deferred
+ * with why. */
+void snd_rcpt_route(struct snd_rcpt *r, const char *why);
+/* snd_rcpt_failover moves a recipient to its next target after a connection failure (why: the reason). */
+void snd_rcpt_failover(struct snd_rcpt *r, const char *why);
+/* snd_rcpt_outcome records a final outcome, logs it, and commits the batch when it was the last one. reply is
+ * the server's reply text or a local reason. */
+void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply);
+/* snd_rcpt_host formats "name[ip:port]" of the recipient's current (or last) target, or "none". */
+void snd_rcpt_host(const struct snd_rcpt *r, char *out, size_t outlen);
+const char *snd_outcome_name(enum snd_outcome o);
+
+/* ---- snd_dest.c: destinations ---- */
+
+/* snd_dest_enqueue queues r at target t (creating the destination); if the destination is down, returns -1
+ * and queues nothing. */
+int snd_dest_enqueue(struct snd *snd, const struct snd_target *t, struct snd_rcpt *r);
+/* snd_dest_pull hands the next queued recipient to a connection (NULL: none). */
+struct snd_rcpt *snd_dest_pull(struct snd_dest *d);
+/* snd_dest_ready tells that a connection finished its greeting (it may now carry transactions). */
+void snd_dest_ready(struct snd_dest *d, struct snd_conn *c);
+/* snd_dest_idle tells that a ready connection ran out of work: it QUITs at once if another destination waits
+ * for a slot. */
+void snd_dest_idle(struct snd_dest *d, struct snd_conn *c);
+/* snd_dest_gone tells that a connection closed; setup_failed: it never got ready (connect, banner, EHLO). */
+void snd_dest_gone(struct snd_dest *d, struct snd_conn *c, int setup_failed, const char *why);
+/* snd_dest_label returns "ip:port". */
+const char *snd_dest_label(const struct snd_dest *d);
+/* snd_dest_sched_all gives waiting destinations the connection slots that are free. */
+void snd_dest_sched_all(struct snd *snd);
+/* snd_dest_gc frees destinations with no queue, no connection and no down mark. */
+void snd_dest_gc(struct snd *snd);
+/* snd_dest_free_all closes every connection (QUIT where idle) and frees every destination (exit). */
+void snd_dest_free_all(struct snd *snd);
+
+/* ---- snd_conn.c: SMTP client connections ---- */
+
+/* snd_conn_new starts a connection to a destination; failures are reported later from the loop, never from
+ * inside this call. */
+struct snd_conn *snd_conn_new(struct snd *snd, struct snd_dest *d, const void *sa, unsigned salen);
+/* snd_conn_kick makes an idle ready connection take queued work. */
+void snd_conn_kick(struct snd_conn *c);
+/* snd_conn_idle: 1 if the connection is ready and carries no transaction. */
+int snd_conn_idle(const struct snd_conn *c);
+/* snd_conn_live: 1 if the connection got ready and is not closing. */
+int snd_conn_live(const struct snd_conn *c);
+/* snd_conn_closing: 1 once QUIT is sent. */
+int snd_conn_closing(const struct snd_conn *c);
+/* snd_conn_quit sends QUIT on an idle connection (to free its slot). */
+void snd_conn_quit(struct snd_conn *c);
+/* snd_conn_free closes at once (QUIT first if idle) and frees; recipients in flight keep no outcome (exit). */
+void snd_conn_free(struct snd_conn *c);
+
+/* ---- snd_queue.c: Redis ---- */
+
+/* snd_queue_new connects both Redis connections (retrying with backoff) and starts reading. */
+struct snd_queue *snd_queue_new(struct snd *snd, const char *url);
+void snd_queue_free(struct snd_queue *q);
+/* snd_queue_load asks Redis for a post's message and list (when the write connection is up). */
+void snd_queue_load(struct snd *snd, struct snd_post *p);
+/* snd_queue_commit writes a finished batch: counters, bounces, XACK, done check, in one MULTI/EXEC. */
+void snd_queue_commit(struct snd_batch *b);
+/* snd_queue_more reads more entries if there is room (called when a batch is freed). */
+void snd_queue_more(struct snd *snd);
+
+#endif

@@ -1,0 +1,83 @@
+/* snd_main: main() of listcast-sender: arguments, configuration, log, secret, loop, signals, run, clean exit.
+ *
+ * Usage: listcast-sender [--config FILE] [--set key=value]... [-v]. A usage or configuration error prints
+ * "listcast-sender: <reason>" and exits 2; a missing secret exits 1. SIGTERM or SIGINT stops taking batches and
+ * closes every connection (QUIT where idle); batches not yet acknowledged stay pending in the stream and are
+ * re-read by the next start (or claimed by a peer). Exit status 0 then.
+ */
+#include "snd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lc_cfg.h"
+#include "lc_log.h"
+#include "lc_loop.h"
+#include "lc_secret.h"
+
+static void usage_exit(const char *why)
+{
+    fprintf(stderr, "%s: %s\n", SND_PROG, why);
+    fprintf(stderr, "usage: %s [--config FILE] [--set key=value]... [-v]\n", SND_PROG);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    int verbose = 0;
+    lc_log_init(SND_PROG);
+    struct lc_cfg *cfg = lc_cfg_new();
+    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
+        usage_exit(err);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-v") != 0) {
+            snprintf(err, sizeof err, "unknown argument \"%.100s\"", argv[i]);
+            usage_exit(err);
+        }
+        verbose = 1;
+    }
+    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
+        usage_exit(err);
+    if (!*lc_cfg_str(cfg, "redis.url"))
+        usage_exit("redis.url: must be set");
+    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+
+    struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
+    if (!secret) {
+        fprintf(stderr, "%s: %s\n", SND_PROG, err);
+        return 1;
+    }
+
+    struct snd snd;
+    memset(&snd, 0, sizeof snd);
+    snd.cfg = cfg;
+    snd.secret = secret;
+    snd.node = lc_cfg_str(cfg, "node.name");
+    snd.helo = lc_cfg_str(cfg, "smtp.hostname");
+    snd.relay = lc_cfg_str(cfg, "sender.relay");
+    snd.mx_port = (int)lc_cfg_int(cfg, "sender.mx_port");
+    snd.concurrency = (int)lc_cfg_int(cfg, "sender.concurrency");
+    snd.per_mx = (int)lc_cfg_int(cfg, "sender.per_mx");
+    snd.max_batches = snd.concurrency * 2;
+    snd.loop = lc_loop_new();
+    lc_loop_signals(snd.loop);
+
+    snd_queue_new(&snd, lc_cfg_str(cfg, "redis.url"));
+    lc_info("started node=%s concurrency=%d per_mx=%d mx_port=%d relay=%s batches_in_memory=%d", snd.node,
+            snd.concurrency, snd.per_mx, snd.mx_port, *snd.relay ? snd.relay : "none", snd.max_batches);
+    lc_loop_run(snd.loop);
+
+    lc_info("stopping: %d batches in memory stay pending, %d connections closed", snd.nbatches, snd.nconns);
+    snd.stopping = 1;
+    snd_dest_free_all(&snd);
+    snd_queue_free(snd.q);
+    while (snd.batches)
+        snd_batch_free(snd.batches);
+    snd_post_free_all(&snd);
+    lc_loop_free(snd.loop);
+    lc_secret_free(secret);
+    lc_cfg_free(cfg);
+    return 0;
+}

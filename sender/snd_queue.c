@@ -1,0 +1,606 @@
+/* snd_queue: the sender's two Redis connections, the stream reader and every Redis write.
+ *
+ * Reader connection: creates the group (XGROUP CREATE ... 0 MKSTREAM; BUSYGROUP is fine), then loops
+ * XREADGROUP GROUP sender NODE COUNT n BLOCK 1000 STREAMS lc:stream:deliveries ID, with ID "0" first (this
+ * consumer's own pending entries, left by a previous run: paged from the last id seen until a read returns
+ * none) and ">" after. n is at most 16 and never more than the free batch slots (sender.concurrency*2 batches
+ * in memory); with no free slot it stops reading until a batch is committed. An entry already in memory (a
+ * re-read after a reconnect) is skipped.
+ * Write connection: post loads (GET lc:msg:ID, HGET lc:post:ID list), batch commits, and every
+ * SND_CLAIM_EVERY_MS a heartbeat (XCLAIM ... 0 ID... JUSTID on the batches in memory, so that live work never
+ * looks idle to a peer) then XAUTOCLAIM of entries idle over SND_CLAIM_IDLE_MS (crashed peers).
+ * Commit, one MULTI/EXEC per batch: HINCRBY lc:post:ID delivered/deferred/bounced, HINCRBY lc:postdom:ID
+ * DOMAIN:outcome, XADD lc:stream:bounces * rcpt VERP from "" post ID sub SUBID reply TEXT for each bounce,
+ * XACK, and a small Lua script that sets state=done once delivered+bounced reaches recipients.
+ * Failures: either connection reconnects on its own with backoff (SND_REDIS_BACKOFF_MIN doubling to _MAX);
+ * loads and commits cut off by a disconnect are re-sent once the write connection is back (a commit whose
+ * EXEC ran but whose answer was lost is then counted twice: at-least-once). An error answer to a commit is
+ * retried after SND_COMMIT_RETRY_MS.
+ */
+#include "snd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lc_log.h"
+#include "lc_loop.h"
+#include "lc_redis.h"
+#include "lc_schema.h"
+#include "lc_verp.h"
+
+struct snd_queue {
+    struct snd *snd;
+    char *url;
+    redisAsyncContext *rd, *wr;
+    int rd_up, wr_up;
+    int rd_backoff, wr_backoff;
+    uint64_t rd_timer, wr_timer, read_retry, tick;
+    char next_id[48];     /* "0"-scan position, or ">" */
+    int reading;
+    int claiming;
+    char claim_cursor[48];
+    int64_t next_claim, next_gc;
+};
+
+static const char done_script[] =
+    "local r = redis.call('HMGET', KEYS[1], 'recipients', 'delivered', 'bounced', 'state') "
+    "local n = tonumber(r[1]) "
+    "if n and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n and r[4] ~= 'done' then "
+    "redis.call('HSET', KEYS[1], 'state', 'done') return 1 end return 0";
+
+static void rd_connect(struct snd_queue *q);
+static void wr_connect(struct snd_queue *q);
+static void read_more(struct snd_queue *q);
+static void claim(struct snd_queue *q);
+
+/* cmd sends a command whose arguments are NUL-terminated strings (argc of them, after fn and privdata).
+ * Returns 0, or -1 if hiredis refused it (the connection is going away: fn will not be called). */
+static int cmd(redisAsyncContext *ac, redisCallbackFn *fn, void *pd, int argc, ...)
+{
+    const char *argv[16];
+    size_t lens[16];
+    va_list ap;
+    if (argc > 16)
+        lc_panic("redis command with %d arguments", argc);
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++) {
+        argv[i] = va_arg(ap, const char *);
+        lens[i] = strlen(argv[i]);
+    }
+    va_end(ap);
+    if (redisAsyncCommandArgv(ac, fn, pd, argc, argv, lens) != REDIS_OK) {
+        lc_debug("redis: command %s not sent (disconnecting)", argv[0]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void rd_retry(struct lc_loop *loop, void *arg)
+{
+    struct snd_queue *q = arg;
+    q->rd_timer = 0;
+    rd_connect(q);
+}
+
+static void wr_retry(struct lc_loop *loop, void *arg)
+{
+    struct snd_queue *q = arg;
+    q->wr_timer = 0;
+    wr_connect(q);
+}
+
+static void backoff(struct snd_queue *q, int *ms, uint64_t *timer, lc_timer_fn *fn)
+{
+    if (q->snd->stopping || *timer)
+        return;
+    *timer = lc_loop_timer(q->snd->loop, *ms, fn, q);
+    *ms = *ms * 2 > SND_REDIS_BACKOFF_MAX ? SND_REDIS_BACKOFF_MAX : *ms * 2;
+}
+
+static void on_group(redisAsyncContext *ac, void *r, void *pd)
+{
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0)
+        lc_warn("redis: XGROUP CREATE %s %s: %s", LC_S_DELIVERIES, LC_G_DELIVERIES, reply->str);
+}
+
+static void rd_on_connect(const redisAsyncContext *ac, int status)
+{
+    struct snd_queue *q = ac->data;
+    if (q->snd->stopping)
+        return;
+    if (status != REDIS_OK) {
+        lc_warn("redis reader: cannot connect to %s: %s (retry in %d ms)", q->url, ac->errstr, q->rd_backoff);
+        q->rd = NULL;
+        backoff(q, &q->rd_backoff, &q->rd_timer, rd_retry);
+        return;
+    }
+    lc_info("redis reader: connected to %s", q->url);
+    q->rd_up = 1;
+    q->rd_backoff = SND_REDIS_BACKOFF_MIN;
+    cmd(q->rd, on_group, q, 6, "XGROUP", "CREATE", LC_S_DELIVERIES, LC_G_DELIVERIES, "0", "MKSTREAM");
+    snprintf(q->next_id, sizeof q->next_id, "0");
+    q->reading = 0;
+    read_more(q);
+}
+
+static void rd_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct snd_queue *q = ac->data;
+    q->rd = NULL;
+    q->rd_up = 0;
+    q->reading = 0;
+    if (q->snd->stopping)
+        return;
+    lc_warn("redis reader: disconnected: %s (retry in %d ms)", ac->errstr[0] ? ac->errstr : "closed",
+            q->rd_backoff);
+    backoff(q, &q->rd_backoff, &q->rd_timer, rd_retry);
+}
+
+static void rd_connect(struct snd_queue *q)
+{
+    char err[300];
+    redisAsyncContext *ac = lc_redis_connect_async(q->url, err, sizeof err);
+    if (!ac) {
+        lc_warn("redis reader: %s (retry in %d ms)", err, q->rd_backoff);
+        backoff(q, &q->rd_backoff, &q->rd_timer, rd_retry);
+        return;
+    }
+    ac->data = q;
+    redisAsyncSetConnectCallback(ac, rd_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rd_on_disconnect);
+    lc_loop_redis(q->snd->loop, ac);
+    q->rd = ac;
+}
+
+static void resume_writes(struct snd_queue *q)
+{
+    struct snd *snd = q->snd;
+    for (struct snd_post *p = snd->posts; p; p = p->next)
+        if (p->state == SND_P_NEW && p->waiters)
+            snd_queue_load(snd, p);
+    for (struct snd_batch *b = snd->batches; b; b = b->next)
+        if (b->state == SND_B_COMMIT_WAIT)
+            snd_queue_commit(b);
+}
+
+static void wr_on_connect(const redisAsyncContext *ac, int status)
+{
+    struct snd_queue *q = ac->data;
+    if (q->snd->stopping)
+        return;
+    if (status != REDIS_OK) {
+        lc_warn("redis writer: cannot connect to %s: %s (retry in %d ms)", q->url, ac->errstr, q->wr_backoff);
+        q->wr = NULL;
+        backoff(q, &q->wr_backoff, &q->wr_timer, wr_retry);
+        return;
+    }
+    lc_info("redis writer: connected to %s", q->url);
+    q->wr_up = 1;
+    q->wr_backoff = SND_REDIS_BACKOFF_MIN;
+    q->claiming = 0;
+    resume_writes(q);
+    q->next_claim = lc_loop_now(q->snd->loop); /* look for orphaned entries at once */
+}
+
+static void wr_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct snd_queue *q = ac->data;
+    q->wr = NULL;
+    q->wr_up = 0;
+    q->claiming = 0;
+    if (q->snd->stopping)
+        return;
+    lc_warn("redis writer: disconnected: %s (retry in %d ms)", ac->errstr[0] ? ac->errstr : "closed",
+            q->wr_backoff);
+    backoff(q, &q->wr_backoff, &q->wr_timer, wr_retry);
+}
+
+static void wr_connect(struct snd_queue *q)
+{
+    char err[300];
+    redisAsyncContext *ac = lc_redis_connect_async(q->url, err, sizeof err);
+    if (!ac) {
+        lc_warn("redis writer: %s (retry in %d ms)", err, q->wr_backoff);
+        backoff(q, &q->wr_backoff, &q->wr_timer, wr_retry);
+        return;
+    }
+    ac->data = q;
+    redisAsyncSetConnectCallback(ac, wr_on_connect);
+    redisAsyncSetDisconnectCallback(ac, wr_on_disconnect);
+    lc_loop_redis(q->snd->loop, ac);
+    q->wr = ac;
+}
+
+/* ---- reading ---- */
+
+/* add_entries starts a batch for each [id, fields] element of an entry array; returns the count and copies the
+ * last id to last (if not NULL). */
+static int add_entries(struct snd_queue *q, const redisReply *entries, char *last, size_t lastlen)
+{
+    int n = 0;
+    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+        return 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[0]->len >= 48)
+            continue;
+        const char *id = e->element[0]->str;
+        if (last)
+            snprintf(last, lastlen, "%s", id);
+        snd_batch_add(q->snd, id, e->element[1]);
+        n++;
+    }
+    return n;
+}
+
+static void read_retry(struct lc_loop *loop, void *arg)
+{
+    struct snd_queue *q = arg;
+    q->read_retry = 0;
+    read_more(q);
+}
+
+static void on_read(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_queue *q = pd;
+    redisReply *reply = r;
+    q->reading = 0;
+    if (q->snd->stopping || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        lc_warn("redis: XREADGROUP %s: %s (retry in 1 s)", LC_S_DELIVERIES, reply->str);
+        if (!strncmp(reply->str, "NOGROUP", 7) && q->rd)
+            cmd(q->rd, on_group, q, 6, "XGROUP", "CREATE", LC_S_DELIVERIES, LC_G_DELIVERIES, "0", "MKSTREAM");
+        if (!q->read_retry)
+            q->read_retry = lc_loop_timer(q->snd->loop, 1000, read_retry, q);
+        return;
+    }
+    int n = 0, before = q->snd->nbatches;
+    char last[48] = "";
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *s = reply->element[i];
+            if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
+                n += add_entries(q, s->element[1], last, sizeof last);
+        }
+    if (strcmp(q->next_id, ">") != 0) {
+        if (n == 0) {
+            lc_info("pending entries of consumer %s re-read; now reading new entries", q->snd->node);
+            snprintf(q->next_id, sizeof q->next_id, ">");
+        } else {
+            lc_info("re-read %d pending entries of consumer %s (%d not already in memory)", n, q->snd->node,
+                    q->snd->nbatches - before);
+            snprintf(q->next_id, sizeof q->next_id, "%s", last);
+        }
+    }
+    read_more(q);
+}
+
+static void read_more(struct snd_queue *q)
+{
+    struct snd *snd = q->snd;
+    if (!q->rd_up || q->reading || snd->stopping || q->read_retry)
+        return;
+    int room = snd->max_batches - snd->nbatches;
+    if (room <= 0)
+        return;
+    char count[16];
+    snprintf(count, sizeof count, "%d", room < SND_READ_COUNT ? room : SND_READ_COUNT);
+    char block[16];
+    snprintf(block, sizeof block, "%d", SND_READ_BLOCK_MS);
+    q->reading = cmd(q->rd, on_read, q, 11, "XREADGROUP", "GROUP", LC_G_DELIVERIES, snd->node, "COUNT", count,
+                     "BLOCK", block, "STREAMS", LC_S_DELIVERIES, q->next_id) == 0;
+}
+
+void snd_queue_more(struct snd *snd)
+{
+    if (snd->q)
+        read_more(snd->q);
+}
+
+/* ---- post loads ---- */
+
+static void on_msg(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_post *p = pd;
+    redisReply *reply = r;
+    if (p->snd->stopping || p->state != SND_P_LOADING)
+        return;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        if (reply)
+            lc_warn("post=%llu: GET message: %s", (unsigned long long)p->id, reply->str);
+        p->state = SND_P_NEW; /* loaded again when the write connection is back, or on the next tick */
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        snd_post_set_body(p, reply->str, reply->len);
+    } else {
+        p->state = SND_P_MISSING;
+    }
+}
+
+static void on_list(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_post *p = pd;
+    redisReply *reply = r;
+    if (p->snd->stopping || p->state == SND_P_NEW) {
+        snd_post_unref(p);
+        return;
+    }
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        if (reply)
+            lc_warn("post=%llu: HGET list: %s", (unsigned long long)p->id, reply->str);
+        p->state = SND_P_NEW;
+        snd_post_unref(p);
+        return;
+    }
+    if (p->state == SND_P_LOADING) {
+        if (reply->type == REDIS_REPLY_STRING && snd_post_set_list(p, reply->str, reply->len) == 0) {
+            p->state = SND_P_READY;
+            lc_info("post=%llu loaded size=%zu domain=%s", (unsigned long long)p->id, p->msglen, p->domain);
+        } else {
+            p->state = SND_P_MISSING;
+        }
+    }
+    if (p->state == SND_P_MISSING)
+        lc_warn("post=%llu: message or list missing in Redis", (unsigned long long)p->id);
+    struct snd_batch *b = p->waiters;
+    p->waiters = NULL;
+    while (b) {
+        struct snd_batch *nb = b->wnext;
+        b->wnext = NULL;
+        snd_batch_start(b);
+        b = nb;
+    }
+    snd_post_unref(p);
+}
+
+void snd_queue_load(struct snd *snd, struct snd_post *p)
+{
+    struct snd_queue *q = snd->q;
+    if (!q || !q->wr_up || p->state != SND_P_NEW)
+        return;
+    char mk[LC_KEY_MAX], pk[LC_KEY_MAX];
+    lc_key_msg(mk, sizeof mk, p->id);
+    lc_key_post(pk, sizeof pk, p->id);
+    p->state = SND_P_LOADING;
+    snd_post_ref(p); /* dropped by on_list */
+    if (cmd(q->wr, on_msg, p, 2, "GET", mk) < 0 || cmd(q->wr, on_list, p, 3, "HGET", pk, "list") < 0) {
+        p->state = SND_P_NEW; /* the connection is going away; loaded again once it is back */
+        snd_post_unref(p);
+    }
+}
+
+/* ---- commits ---- */
+
+struct domcount {
+    const char *dom;
+    int n[4];
+};
+
+static void on_exec(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_batch *b = pd;
+    redisReply *reply = r;
+    struct snd *snd = b->snd;
+    if (snd->stopping)
+        return;
+    if (!reply) {
+        b->state = SND_B_COMMIT_WAIT; /* sent again when the write connection is back */
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        lc_warn("post=%llu batch=%s: commit failed: %s (retry in %d s)", (unsigned long long)b->post, b->id,
+                reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer", SND_COMMIT_RETRY_MS / 1000);
+        b->state = SND_B_COMMIT_WAIT;
+        b->retry_at = lc_loop_now(snd->loop) + SND_COMMIT_RETRY_MS;
+        return;
+    }
+    int done = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type == REDIS_REPLY_ERROR)
+            lc_warn("post=%llu batch=%s: commit: command %zu: %s", (unsigned long long)b->post, b->id, i + 1, e->str);
+    }
+    if (!b->drop && reply->elements && reply->element[reply->elements - 1]->type == REDIS_REPLY_INTEGER)
+        done = reply->element[reply->elements - 1]->integer == 1;
+    int n[4] = {0};
+    for (int i = 0; i < b->nrcpts; i++)
+        n[b->rcpts[i].outcome]++;
+    lc_info("post=%llu batch=%s acknowledged delivered=%d deferred=%d bounced=%d%s", (unsigned long long)b->post,
+            b->id, n[SND_O_DELIVERED], n[SND_O_DEFERRED], n[SND_O_BOUNCED], b->drop ? " (unusable entry)" : "");
+    if (done)
+        lc_info("post=%llu done", (unsigned long long)b->post);
+    snd_batch_free(b);
+    read_more(snd->q);
+}
+
+static const char *rcpt_domain(const struct snd_rcpt *r)
+{
+    const char *at = strrchr(r->addr, '@');
+    return at && at[1] ? at + 1 : "invalid";
+}
+
+void snd_queue_commit(struct snd_batch *b)
+{
+    struct snd *snd = b->snd;
+    struct snd_queue *q = snd->q;
+    if (!q || !q->wr_up || b->state != SND_B_COMMIT_WAIT || b->retry_at > lc_loop_now(snd->loop))
+        return;
+    redisAsyncContext *ac = q->wr;
+    char pk[LC_KEY_MAX], dk[LC_KEY_MAX], num[32], field[300], post[32], sub[32];
+    static const char *const names[4] = {"none", "delivered", "deferred", "bounced"};
+    lc_key_post(pk, sizeof pk, b->post);
+    lc_key_postdom(dk, sizeof dk, b->post);
+    snprintf(post, sizeof post, "%llu", (unsigned long long)b->post);
+    cmd(ac, NULL, NULL, 1, "MULTI");
+    if (!b->drop) {
+        int total[4] = {0};
+        struct domcount *dc = lc_calloc((size_t)b->nrcpts, sizeof *dc);
+        int ndc = 0;
+        for (int i = 0; i < b->nrcpts; i++) {
+            const struct snd_rcpt *r = &b->rcpts[i];
+            const char *dom = rcpt_domain(r);
+            int j;
+            for (j = 0; j < ndc && strcmp(dc[j].dom, dom); j++)
+                ;
+            if (j == ndc)
+                dc[ndc++].dom = dom;
+            dc[j].n[r->outcome]++;
+            total[r->outcome]++;
+        }
+        for (int o = SND_O_DELIVERED; o <= SND_O_BOUNCED; o++)
+            if (total[o]) {
+                snprintf(num, sizeof num, "%d", total[o]);
+                cmd(ac, NULL, NULL, 4, "HINCRBY", pk, names[o], num);
+            }
+        for (int j = 0; j < ndc; j++)
+            for (int o = SND_O_DELIVERED; o <= SND_O_BOUNCED; o++)
+                if (dc[j].n[o]) {
+                    snprintf(num, sizeof num, "%d", dc[j].n[o]);
+                    snprintf(field, sizeof field, "%s:%s", dc[j].dom, names[o]);
+                    cmd(ac, NULL, NULL, 4, "HINCRBY", dk, field, num);
+                }
+        free(dc);
+        for (int i = 0; i < b->nrcpts; i++) {
+            const struct snd_rcpt *r = &b->rcpts[i];
+            char verp[LC_ADDR_MAX + 1];
+            if (r->outcome != SND_O_BOUNCED)
+                continue;
+            if (lc_verp_encode(snd->secret, b->post, r->sub, b->p->domain, verp, sizeof verp) < 0)
+                continue;
+            snprintf(sub, sizeof sub, "%llu", (unsigned long long)r->sub);
+            cmd(ac, NULL, NULL, 13, "XADD", LC_S_BOUNCES, "*", "rcpt", verp, "from", "", "post", post, "sub", sub,
+                "reply", r->reply ? r->reply : "");
+        }
+    }
+    cmd(ac, NULL, NULL, 4, "XACK", LC_S_DELIVERIES, LC_G_DELIVERIES, b->id);
+    if (!b->drop)
+        cmd(ac, NULL, NULL, 4, "EVAL", done_script, "1", pk);
+    b->state = cmd(ac, on_exec, b, 1, "EXEC") == 0 ? SND_B_COMMITTING : SND_B_COMMIT_WAIT;
+}
+
+/* ---- XAUTOCLAIM and heartbeat ---- */
+
+static void heartbeat(struct snd_queue *q)
+{
+    struct snd *snd = q->snd;
+    const char *argv[6 + 100 + 1];
+    size_t lens[6 + 100 + 1];
+    struct snd_batch *b = snd->batches;
+    while (b) {
+        int argc = 0;
+        argv[argc++] = "XCLAIM";
+        argv[argc++] = LC_S_DELIVERIES;
+        argv[argc++] = LC_G_DELIVERIES;
+        argv[argc++] = snd->node;
+        argv[argc++] = "0";
+        for (; b && argc < 5 + 100; b = b->next)
+            if (!b->drop)
+                argv[argc++] = b->id;
+        argv[argc++] = "JUSTID";
+        if (argc == 6)
+            break;
+        for (int i = 0; i < argc; i++)
+            lens[i] = strlen(argv[i]);
+        redisAsyncCommandArgv(q->wr, NULL, NULL, argc, argv, lens);
+    }
+}
+
+static void on_claim(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_queue *q = pd;
+    redisReply *reply = r;
+    q->claiming = 0;
+    if (q->snd->stopping || !reply)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || reply->element[0]->type != REDIS_REPLY_STRING) {
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) != 0)
+            lc_warn("redis: XAUTOCLAIM %s: %s", LC_S_DELIVERIES, reply->str);
+        snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
+        return;
+    }
+    int before = q->snd->nbatches;
+    int n = add_entries(q, reply->element[1], NULL, 0);
+    if (n)
+        lc_info("claimed %d entries idle over %d s from other consumers (%d new batches)", n,
+                SND_CLAIM_IDLE_MS / 1000, q->snd->nbatches - before);
+    snprintf(q->claim_cursor, sizeof q->claim_cursor, "%s", reply->element[0]->str);
+    if (strcmp(q->claim_cursor, "0-0") != 0)
+        claim(q); /* the scan goes on while there is room */
+}
+
+static void claim(struct snd_queue *q)
+{
+    struct snd *snd = q->snd;
+    int room = snd->max_batches - snd->nbatches;
+    if (!q->wr_up || q->claiming || room <= 0)
+        return;
+    char count[16], idle[16];
+    snprintf(count, sizeof count, "%d", room < SND_READ_COUNT ? room : SND_READ_COUNT);
+    snprintf(idle, sizeof idle, "%d", SND_CLAIM_IDLE_MS);
+    if (!q->claim_cursor[0])
+        snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
+    q->claiming = cmd(q->wr, on_claim, q, 8, "XAUTOCLAIM", LC_S_DELIVERIES, LC_G_DELIVERIES, snd->node, idle,
+                      q->claim_cursor, "COUNT", count) == 0;
+}
+
+/* ---- housekeeping ---- */
+
+static void tick(struct lc_loop *loop, void *arg)
+{
+    struct snd_queue *q = arg;
+    struct snd *snd = q->snd;
+    int64_t now = lc_loop_now(loop);
+    q->tick = lc_loop_timer(loop, SND_TICK_MS, tick, q);
+    if (q->wr_up) {
+        resume_writes(q);
+        if (now >= q->next_claim) {
+            q->next_claim = now + SND_CLAIM_EVERY_MS;
+            heartbeat(q);
+            claim(q);
+        }
+    }
+    if (now >= q->next_gc) {
+        q->next_gc = now + SND_CLAIM_EVERY_MS;
+        snd_dest_gc(snd);
+        lc_debug("batches=%d connections=%d destinations=%d", snd->nbatches, snd->nconns, snd->ndests);
+    }
+    read_more(q);
+}
+
+struct snd_queue *snd_queue_new(struct snd *snd, const char *url)
+{
+    struct snd_queue *q = lc_calloc(1, sizeof *q);
+    q->snd = snd;
+    q->url = lc_strdup(url);
+    q->rd_backoff = q->wr_backoff = SND_REDIS_BACKOFF_MIN;
+    snprintf(q->next_id, sizeof q->next_id, "0");
+    snd->q = q;
+    wr_connect(q);
+    rd_connect(q);
+    q->tick = lc_loop_timer(snd->loop, SND_TICK_MS, tick, q);
+    return q;
+}
+
+void snd_queue_free(struct snd_queue *q)
+{
+    if (!q)
+        return;
+    struct lc_loop *loop = q->snd->loop;
+    uint64_t timers[] = {q->rd_timer, q->wr_timer, q->read_retry, q->tick};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
+        if (timers[i])
+            lc_loop_cancel(loop, timers[i]);
+    if (q->rd)
+        redisAsyncFree(q->rd);
+    if (q->wr)
+        redisAsyncFree(q->wr);
+    q->snd->q = NULL;
+    free(q->url);
+    free(q);
+}
