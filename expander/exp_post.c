@@ -515,6 +515,8 @@ static int write_final(struct post *p, const struct totals *t)
     const char *hb[4] = {"HINCRBY", p->key, "bounced", b};
     const char *hd[4] = {"HINCRBY", p->key, "deferred", d};
     const char *xack[4] = {"XACK", LC_S_POSTS, LC_G_POSTS, p->entry};
+    /* The sender may have finished every batch of an earlier chunk before this count lands. */
+    const char *fin[4] = {"EVAL", LC_LUA_POST_DONE, "1", p->key};
     size_t l6[6], l4[4];
     int rc;
     for (int i = 0; i < 6; i++)
@@ -528,6 +530,10 @@ static int write_final(struct post *p, const struct totals *t)
     for (int i = 0; i < 4; i++)
         l4[i] = strlen(hd[i]);
     if (t->deferred && (rc = add(p, 4, hd, l4)) != PR_OK)
+        return rc;
+    for (int i = 0; i < 4; i++)
+        l4[i] = strlen(fin[i]);
+    if (strcmp(state, LC_PS_DONE) != 0 && (rc = add(p, 4, fin, l4)) != PR_OK)
         return rc;
     for (int i = 0; i < 4; i++)
         l4[i] = strlen(xack[i]);

@@ -40,6 +40,15 @@
 #define LC_PS_SENDING "sending"   /* expanded: batches in the deliveries stream */
 #define LC_PS_DONE "done"         /* every recipient has a final outcome */
 
+/* LC_LUA_POST_DONE: EVAL with KEYS[1] = lc:post:ID. Sets state=done once delivered+bounced reaches recipients;
+ * returns 1 when it did. Run by whoever may finish a post last (the sender after a batch, the expander after
+ * writing the recipient count), inside their MULTI/EXEC, so no interleaving leaves a finished post `sending`. */
+#define LC_LUA_POST_DONE                                                                                     \
+    "local r = redis.call('HMGET', KEYS[1], 'recipients', 'delivered', 'bounced', 'state') "                 \
+    "local n = tonumber(r[1]) "                                                                              \
+    "if n and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n and r[4] ~= 'done' then "                   \
+    "redis.call('HSET', KEYS[1], 'state', 'done') return 1 end return 0"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */

@@ -44,11 +44,7 @@ struct snd_queue {
     int64_t next_claim, next_gc;
 };
 
-static const char done_script[] =
-    "local r = redis.call('HMGET', KEYS[1], 'recipients', 'delivered', 'bounced', 'state') "
-    "local n = tonumber(r[1]) "
-    "if n and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n and r[4] ~= 'done' then "
-    "redis.call('HSET', KEYS[1], 'state', 'done') return 1 end return 0";
+static const char done_script[] = LC_LUA_POST_DONE;
 
 static void rd_connect(struct snd_queue *q);
 static void wr_connect(struct snd_queue *q);
