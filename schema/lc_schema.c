@@ -48,3 +48,8 @@ int lc_key_postdom(char *out, size_t outlen, uint64_t post)
 {
     return fit(snprintf(out, outlen, "lc:postdom:%" PRIu64, post), outlen);
 }
+
+int lc_key_postbnc(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:postbnc:%" PRIu64, post), outlen);
+}

@@ -49,6 +49,17 @@
     "if n and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n and r[4] ~= 'done' then "                   \
     "redis.call('HSET', KEYS[1], 'state', 'done') return 1 end return 0"
 
+/* LC_LUA_POST_DSN: EVAL with KEYS[1] = lc:post:ID, KEYS[2] = lc:postbnc:ID, ARGV[1] = subscriber id. A bounce
+ * message (DSN) comes after the receiving MX accepted the copy, which the sender counted as delivered: move that
+ * recipient from delivered to bounced, once per post and subscriber (a repeated DSN changes nothing), and only if
+ * the post exists. pending (recipients - delivered - bounced) is unchanged. Returns 1 if it counted. */
+#define LC_LUA_POST_DSN                                                                                      \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "                                               \
+    "if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end "                                        \
+    "if (tonumber(redis.call('HGET', KEYS[1], 'delivered')) or 0) > 0 then "                                 \
+    "redis.call('HINCRBY', KEYS[1], 'delivered', -1) end "                                                   \
+    "redis.call('HINCRBY', KEYS[1], 'bounced', 1) return 1"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */
@@ -58,5 +69,6 @@ int lc_key_post(char *out, size_t outlen, uint64_t post);                     /*
 int lc_key_msg(char *out, size_t outlen, uint64_t post);                      /* lc:msg:ID (STRING) */
 int lc_key_posts(char *out, size_t outlen, const char *list);                /* lc:posts:LIST (ZSET) */
 int lc_key_postdom(char *out, size_t outlen, uint64_t post);                  /* lc:postdom:ID (HASH) */
+int lc_key_postbnc(char *out, size_t outlen, uint64_t post);                  /* lc:postbnc:ID (SET) */
 
 #endif

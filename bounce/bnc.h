@@ -1,0 +1,76 @@
+/* bnc.h: private header of the bounce daemon and its parser library (lc_bounce).
+ *
+ * The parser's public interface is bnc_parse.h; this header adds the helpers shared between the parser's
+ * files (bnc_parse.c, bnc_reason.c, bnc_text.c) and the daemon's (bnc_main.c, bnc_act.c).
+ */
+#ifndef BNC_H
+#define BNC_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bnc_parse.h"
+
+/* ---- bnc_reason.c ---- */
+
+/* bnc_copy copies the string src into dst (dstlen bytes), truncating; dst is always NUL-terminated. */
+void bnc_copy(char *dst, size_t dstlen, const char *src);
+
+/* bnc_norm copies text to out lower-cased (ASCII) with white space runs folded to one space; returns length. */
+size_t bnc_norm(const char *text, size_t len, char *out, size_t outlen);
+/* bnc_match says whether a normalised text contains pat ('*' = bounded gap). */
+int bnc_match(const char *norm, const char *pat);
+/* bnc_reason_text returns the reason named by a normalised text, or NULL. */
+const char *bnc_reason_text(const char *norm);
+/* bnc_reason_status returns the reason implied by an enhanced status code, or NULL. */
+const char *bnc_reason_status(const char *status);
+/* bnc_status_ok says whether s[0..n) is an enhanced status code "C.S.D" (C in 2, 4, 5). */
+int bnc_status_ok(const char *s, size_t n);
+/* bnc_find_status copies the first enhanced status code in text to out; 0 or -1. */
+int bnc_find_status(const char *text, char *out, size_t outlen);
+/* bnc_find_replycode returns the first stand-alone 4xx/5xx reply code in text, or 0. */
+int bnc_find_replycode(const char *text);
+
+/* ---- bnc_text.c ---- */
+
+/* One recipient found in a free-text bounce: the address and the span of text that describes it. */
+struct bnc_hit {
+    char addr[BNC_ADDR_LEN];
+    size_t off, len; /* diagnostic span within the scanned text */
+};
+
+/* bnc_addr_extract finds the first address in s[0..n) (angle brackets, "mailto:", quotes and comments
+ * stripped), lower-cases it into out (BNC_ADDR_LEN bytes) and returns the offset just past it, or -1.
+ * need_dot requires a dot in the domain (free text), which DSN fields do not. */
+long bnc_addr_extract(const char *s, size_t n, char *out, int need_dot);
+
+/* bnc_text_end returns the length of the part of a bounce text before the returned message starts. */
+size_t bnc_text_end(const char *text, size_t len);
+
+/* bnc_text_scan finds failed recipients in text[0..len) (already cut with bnc_text_end): first addresses
+ * that start a line (the qmail/Exim/Postfix/Sendmail shape; mailer-daemon is skipped), else addresses
+ * anywhere that are not in exclude (NULL-terminated list of lower-case addresses) nor mailer-daemon,
+ * postmaster or no-reply. Returns the number of hits written (at most max). */
+int bnc_text_scan(const char *text, size_t len, const char *const *exclude, struct bnc_hit *hits, int max);
+
+/* bnc_text_is_bounce says whether a message looks like a non-delivery report from its From, Subject and
+ * text (so that a human reply or an auto-reply is not read as a failure). Any argument may be NULL. */
+int bnc_text_is_bounce(const char *from, const char *subject, const char *text, size_t len);
+/* bnc_text_is_autoreply says whether the headers mark an auto-reply (RFC 3834 or common vendor headers). */
+int bnc_text_is_autoreply(const char *auto_submitted, const char *subject, int has_autoreply_header);
+
+/* ---- bnc_act.c (daemon) ---- */
+
+struct lc_cfg;
+struct lc_secret;
+struct bnc_daemon;
+
+/* bnc_daemon_new makes the daemon state (connects nothing yet; cfg and secret stay the caller's and must
+ * outlive it); bnc_daemon_free(NULL) is a no-op. bnc_daemon_run consumes the bounce stream until *stop is
+ * set, reconnecting to Redis with backoff, and returns 0. */
+struct bnc_daemon *bnc_daemon_new(const struct lc_cfg *cfg, const struct lc_secret *secret);
+void bnc_daemon_free(struct bnc_daemon *d);
+int bnc_daemon_run(struct bnc_daemon *d, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,779 @@
+/* bnc_parse: MIME walk (GMime 3) and RFC 3464 / RFC 5965 field parsing for bounce messages.
+ *
+ * Contract: see bnc_parse.h. The walk visits parts in document order, counting them (BNC_MAX_PARTS) and
+ * following multiparts and attached messages to BNC_MAX_DEPTH. It remembers the first
+ * message/delivery-status (or message/global-delivery-status) part, the first message/feedback-report part,
+ * the first text/plain part outside attached messages, and the first attached message (the returned
+ * original). A delivery-status part gives one entry per recipient group; a group without a Diagnostic-Code
+ * is classified with its paragraph of the human-readable text part when one names the recipient.
+ * Broken reports are common: when no delivery-status part is found (a boundary that is never used, a
+ * forwarded bounce with "> " quoting), a block of DSN fields in the text, or in the raw body when there is
+ * no text part, is parsed the same way. Without any DSN fields the free-text recognisers of bnc_text.c run.
+ * Before GMime sees the input it is cut after BNC_MAX_PARTS Content-Type lines or 4 * BNC_MAX_PARTS boundary-
+ * like lines, so GMime's own recursion and object count stay bounded too; a bounce report always comes
+ * before the returned message, so nothing of value is cut.
+ */
+#include <ctype.h>
+#include <gmime/gmime.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bnc.h"
+
+#define BNC_PART_MAX (1024u * 1024u) /* bytes of one decoded part we look at */
+#define BNC_TEXT_SCAN (256u * 1024u) /* bytes of report text scanned for recipients */
+#define BNC_FIELD_MAX 2048           /* bytes kept of one DSN field value */
+#define BNC_HITS_MAX 64
+
+struct bnc_report {
+    enum bnc_kind kind;
+    size_t n, cap;
+    struct bnc_rcpt *v;
+};
+
+static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
+
+static void gmime_init_once(void)
+{
+    g_mime_init();
+}
+
+void bnc_init(void)
+{
+    pthread_once(&gmime_once, gmime_init_once);
+}
+
+void bnc_report_free(struct bnc_report *r)
+{
+    if (!r)
+        return;
+    free(r->v);
+    free(r);
+}
+
+enum bnc_kind bnc_report_kind(const struct bnc_report *r)
+{
+    return r ? r->kind : BNC_K_NONE;
+}
+
+size_t bnc_report_count(const struct bnc_report *r)
+{
+    return r ? r->n : 0;
+}
+
+const struct bnc_rcpt *bnc_report_get(const struct bnc_report *r, size_t i)
+{
+    return (r && i < r->n) ? &r->v[i] : NULL;
+}
+
+static struct bnc_rcpt *report_add(struct bnc_report *r)
+{
+    if (r->n >= BNC_MAX_RCPTS)
+        return NULL;
+    if (r->n == r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 4;
+        struct bnc_rcpt *v = realloc(r->v, nc * sizeof *v);
+        if (!v)
+            abort();
+        r->v = v;
+        r->cap = nc;
+    }
+    struct bnc_rcpt *e = &r->v[r->n++];
+    memset(e, 0, sizeof *e);
+    e->reason = "undefined";
+    return e;
+}
+
+/* ---- MIME walk ---- */
+
+struct walk {
+    int parts;
+    int attached;               /* depth of message/rfc822 nesting at the current point */
+    GMimeObject *dsn;           /* first delivery-status part (outside attachments preferred) */
+    int dsn_attached;
+    GMimeObject *arf;           /* first feedback-report part */
+    GMimeObject *text;          /* first text/plain outside attached messages */
+    GMimeObject *html;          /* first text/html outside attached messages (fallback) */
+    GMimeObject *headers;       /* first text/rfc822-headers part */
+    GMimeMessage *orig;         /* first attached message */
+};
+
+static void walk(struct walk *w, GMimeObject *obj, int depth)
+{
+    if (!obj || depth > BNC_MAX_DEPTH || w->parts >= BNC_MAX_PARTS)
+        return;
+    w->parts++;
+    if (GMIME_IS_MULTIPART(obj)) {
+        GMimeMultipart *mp = GMIME_MULTIPART(obj);
+        int n = g_mime_multipart_get_count(mp);
+        for (int i = 0; i < n && w->parts < BNC_MAX_PARTS; i++)
+            walk(w, g_mime_multipart_get_part(mp, i), depth + 1);
+        return;
+    }
+    if (GMIME_IS_MESSAGE_PART(obj)) {
+        GMimeMessage *m = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+        if (!m)
+            return;
+        if (!w->orig)
+            w->orig = m;
+        w->attached++;
+        walk(w, g_mime_message_get_mime_part(m), depth + 1);
+        w->attached--;
+        return;
+    }
+    if (!GMIME_IS_PART(obj))
+        return;
+    GMimeContentType *ct = g_mime_object_get_content_type(obj);
+    if (!ct)
+        return;
+    if (g_mime_content_type_is_type(ct, "message", "delivery-status") ||
+        g_mime_content_type_is_type(ct, "message", "global-delivery-status") ||
+        g_mime_content_type_is_type(ct, "text", "delivery-status")) {
+        if (!w->dsn || (w->dsn_attached && !w->attached)) {
+            w->dsn = obj;
+            w->dsn_attached = w->attached;
+        }
+    } else if (g_mime_content_type_is_type(ct, "message", "feedback-report")) {
+        if (!w->arf)
+            w->arf = obj;
+    } else if (g_mime_content_type_is_type(ct, "text", "rfc822-headers") ||
+               g_mime_content_type_is_type(ct, "text", "rfc822-header")) {
+        if (!w->headers)
+            w->headers = obj;
+    } else if (!w->attached && g_mime_content_type_is_type(ct, "text", "plain")) {
+        if (!w->text)
+            w->text = obj;
+    } else if (!w->attached && g_mime_content_type_is_type(ct, "text", "html")) {
+        if (!w->html)
+            w->html = obj;
+    }
+}
+
+/* Decoded content of a leaf part (transfer encoding undone, charset untouched), NUL-terminated. */
+static char *part_bytes(GMimeObject *obj, size_t *len)
+{
+    *len = 0;
+    if (!obj || !GMIME_IS_PART(obj))
+        return NULL;
+    GMimeDataWrapper *dw = g_mime_part_get_content(GMIME_PART(obj));
+    if (!dw)
+        return NULL;
+    GMimeStream *mem = g_mime_stream_mem_new();
+    g_mime_data_wrapper_write_to_stream(dw, mem);
+    GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem));
+    size_t n = ba ? ba->len : 0;
+    if (n > BNC_PART_MAX)
+        n = BNC_PART_MAX;
+    char *out = malloc(n + 1);
+    if (!out)
+        abort();
+    if (n)
+        memcpy(out, ba->data, n);
+    out[n] = 0;
+    g_object_unref(mem);
+    *len = n;
+    return out;
+}
+
+/* Text of a text part converted to UTF-8 by GMime (falls back to raw bytes), NUL-terminated, capped. */
+static char *part_text(GMimeObject *obj, size_t *len)
+{
+    *len = 0;
+    if (!obj)
+        return NULL;
+    if (GMIME_IS_TEXT_PART(obj)) {
+        char *t = g_mime_text_part_get_text(GMIME_TEXT_PART(obj));
+        if (t) {
+            size_t n = strlen(t);
+            if (n > BNC_TEXT_SCAN)
+                n = BNC_TEXT_SCAN;
+            char *out = malloc(n + 1);
+            if (!out)
+                abort();
+            memcpy(out, t, n);
+            out[n] = 0;
+            g_free(t);
+            *len = n;
+            return out;
+        }
+    }
+    char *b = part_bytes(obj, len);
+    if (b && *len > BNC_TEXT_SCAN) {
+        *len = BNC_TEXT_SCAN;
+        b[*len] = 0;
+    }
+    return b;
+}
+
+/* Crude HTML to text: drop tags, turn <br>/<p>/<div>/<tr> into line breaks, decode a few entities. */
+static void html_to_text(char *s, size_t *len)
+{
+    size_t o = 0, n = *len;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '<') {
+            size_t j = i + 1;
+            while (j < n && s[j] != '>')
+                j++;
+            if (j - i > 2 && (strncasecmp(s + i + 1, "br", 2) == 0 || strncasecmp(s + i + 1, "p", 1) == 0 ||
+                              strncasecmp(s + i + 1, "/p", 2) == 0 || strncasecmp(s + i + 1, "div", 3) == 0 ||
+                              strncasecmp(s + i + 1, "/div", 4) == 0 || strncasecmp(s + i + 1, "tr", 2) == 0))
+                s[o++] = '\n';
+            i = j;
+            continue;
+        }
+        if (s[i] == '&') {
+            static const struct {
+                const char *e;
+                char c;
+            } ent[] = {{"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&nbsp;", ' '}, {"&quot;", '"'}, {"&#39;", '\''}};
+            int done = 0;
+            for (size_t k = 0; k < sizeof ent / sizeof ent[0]; k++) {
+                size_t el = strlen(ent[k].e);
+                if (i + el <= n && strncasecmp(s + i, ent[k].e, el) == 0) {
+                    s[o++] = ent[k].c;
+                    i += el - 1;
+                    done = 1;
+                    break;
+                }
+            }
+            if (done)
+                continue;
+        }
+        s[o++] = s[i];
+    }
+    s[o] = 0;
+    *len = o;
+}
+
+/* ---- RFC 3464 fields ---- */
+
+static int starts_field(const char *p, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+    return n > k && strncasecmp(p, name, k) == 0 && (p[k] == ':' || p[k] == ' ');
+}
+
+struct dsn_group {
+    char final[BNC_ADDR_LEN];
+    char orig[BNC_ADDR_LEN];
+    char action[24];
+    char status[BNC_STATUS_LEN];
+    char diag[BNC_FIELD_MAX];
+    int has_final, has_orig, any;
+};
+
+static void copy_trim(char *out, size_t outlen, const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r'))
+        n--;
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, v, n);
+    out[n] = 0;
+}
+
+/* "rfc822; <a@b>" -> "a@b" (lower case); the address type is ignored, xtext "+XX" is decoded. */
+static void dsn_addr(char *out, const char *v)
+{
+    char tmp[BNC_FIELD_MAX];
+    const char *semi = strchr(v, ';');
+    const char *p = semi ? semi + 1 : v;
+    size_t o = 0;
+    for (; *p && o + 1 < sizeof tmp; p++) {
+        if (*p == '+' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char h[3] = {p[1], p[2], 0};
+            tmp[o++] = (char)strtol(h, NULL, 16);
+            p += 2;
+        } else {
+            tmp[o++] = *p;
+        }
+    }
+    tmp[o] = 0;
+    out[0] = 0;
+    if (bnc_addr_extract(tmp, o, out, 0) < 0)
+        out[0] = 0;
+}
+
+static void group_field(struct dsn_group *g, const char *name, size_t nlen, const char *val, size_t vlen)
+{
+    char v[BNC_FIELD_MAX];
+    copy_trim(v, sizeof v, val, vlen);
+    g->any = 1;
+    if (nlen == 15 && strncasecmp(name, "Final-Recipient", 15) == 0) {
+        dsn_addr(g->final, v);
+        g->has_final = 1;
+    } else if (nlen == 18 && strncasecmp(name, "Original-Recipient", 18) == 0) {
+        dsn_addr(g->orig, v);
+        g->has_orig = 1;
+    } else if (nlen == 6 && strncasecmp(name, "Action", 6) == 0) {
+        copy_trim(g->action, sizeof g->action, v, strlen(v));
+    } else if (nlen == 6 && strncasecmp(name, "Status", 6) == 0) {
+        size_t k = 0;
+        while (v[k] && (isdigit((unsigned char)v[k]) || v[k] == '.'))
+            k++;
+        if (bnc_status_ok(v, k) && k < sizeof g->status) {
+            memcpy(g->status, v, k);
+            g->status[k] = 0;
+        }
+    } else if (nlen == 15 && strncasecmp(name, "Diagnostic-Code", 15) == 0) {
+        const char *semi = strchr(v, ';');
+        /* keep "smtp; 550 ..." as "550 ..."; an untyped value is kept whole */
+        const char *t = (semi && semi - v < 24) ? semi + 1 : v;
+        while (*t == ' ')
+            t++;
+        bnc_copy(g->diag, sizeof g->diag, t);
+    }
+}
+
+/* Recipients without a useful diagnostic are classified with the report text; past this many, they are not
+ * (bounds the work a report with a thousand recipients can cause). */
+#define BNC_TEXT_FALLBACKS 16
+
+static void dsn_add_group(struct bnc_report *r, const struct dsn_group *g, const char *text, size_t tlen,
+                          const struct bnc_hit *hits, int nh)
+{
+    if (!g->has_final && !g->has_orig)
+        return;
+    struct bnc_rcpt *e = report_add(r);
+    if (!e)
+        return;
+    bnc_copy(e->recipient, sizeof e->recipient, g->final[0] ? g->final : g->orig);
+    bnc_copy(e->status, sizeof e->status, g->status);
+    if (strncasecmp(g->action, "failed", 6) == 0)
+        e->action = BNC_FAILED;
+    else if (strncasecmp(g->action, "delayed", 7) == 0)
+        e->action = BNC_DELAYED;
+    else if (strncasecmp(g->action, "delivered", 9) == 0 || strncasecmp(g->action, "relayed", 7) == 0 ||
+             strncasecmp(g->action, "expanded", 8) == 0)
+        e->action = BNC_DELIVERED;
+    else if (g->status[0] == '2')
+        e->action = BNC_DELIVERED; /* no (or an unknown) Action: go by the status class */
+    else if (g->status[0] == '4' && !g->action[0])
+        e->action = BNC_DELAYED;
+    else
+        e->action = BNC_FAILED;
+    if (g->diag[0]) {
+        bnc_norm(g->diag, strlen(g->diag), e->diag, sizeof e->diag);
+        bnc_classify(e, g->diag, strlen(g->diag));
+        if (strcmp(e->reason, "undefined") != 0 || !text)
+            return;
+    }
+    if (!text || r->n > BNC_TEXT_FALLBACKS) {
+        if (!g->diag[0])
+            bnc_classify(e, NULL, 0);
+        return;
+    }
+    /* no (useful) diagnostic: use the report text's paragraph about this recipient, else the whole text */
+    for (int i = 0; i < nh; i++)
+        if (strcmp(hits[i].addr, e->recipient) == 0 && hits[i].len) {
+            if (!e->diag[0])
+                bnc_norm(text + hits[i].off, hits[i].len, e->diag, sizeof e->diag);
+            bnc_classify(e, text + hits[i].off, hits[i].len);
+            if (strcmp(e->reason, "undefined") != 0)
+                return;
+        }
+    bnc_classify(e, text, tlen);
+}
+
+static void parse_dsn(struct bnc_report *r, const char *body, size_t len, const char *text, size_t tlen)
+{
+    static __thread struct bnc_hit hits[BNC_HITS_MAX];
+    int nh = text ? bnc_text_scan(text, tlen, NULL, hits, BNC_HITS_MAX) : 0;
+    struct dsn_group g;
+    char name[64], val[BNC_FIELD_MAX];
+    size_t namelen = 0, vlen = 0;
+    int have_field = 0;
+    memset(&g, 0, sizeof g);
+
+    size_t i = 0;
+    for (;;) {
+        /* read one line */
+        size_t st = i;
+        while (i < len && body[i] != '\n')
+            i++;
+        size_t n = i - st;
+        int eof = i >= len;
+        if (!eof)
+            i++;
+        const char *line = body + st;
+        if (n && line[n - 1] == '\r')
+            n--;
+        int cont = n && (line[0] == ' ' || line[0] == '\t');
+        if (cont && have_field) {
+            if (vlen + 1 < sizeof val) {
+                val[vlen++] = ' ';
+                size_t k = n;
+                const char *c = line;
+                while (k && (*c == ' ' || *c == '\t'))
+                    c++, k--;
+                if (vlen + k >= sizeof val)
+                    k = sizeof val - 1 - vlen;
+                memcpy(val + vlen, c, k);
+                vlen += k;
+            }
+            if (!eof)
+                continue;
+        }
+        /* flush the pending field */
+        if (have_field) {
+            int is_rcpt = (namelen == 15 && strncasecmp(name, "Final-Recipient", 15) == 0);
+            int is_orig = (namelen == 18 && strncasecmp(name, "Original-Recipient", 18) == 0);
+            /* a recipient field in a group that already has one starts a new group (no blank line) */
+            if ((is_rcpt && g.has_final) || (is_orig && g.has_orig)) {
+                dsn_add_group(r, &g, text, tlen, hits, nh);
+                memset(&g, 0, sizeof g);
+            }
+            group_field(&g, name, namelen, val, vlen);
+            have_field = 0;
+        }
+        if (n == 0 || cont) {
+            if (n == 0 && g.any) {
+                dsn_add_group(r, &g, text, tlen, hits, nh);
+                memset(&g, 0, sizeof g);
+            }
+        } else {
+            const char *colon = memchr(line, ':', n);
+            if (colon && colon > line && (size_t)(colon - line) < sizeof name) {
+                namelen = (size_t)(colon - line);
+                memcpy(name, line, namelen);
+                while (namelen && (name[namelen - 1] == ' ' || name[namelen - 1] == '\t'))
+                    namelen--;
+                name[namelen] = 0;
+                vlen = n - (size_t)(colon - line) - 1;
+                if (vlen >= sizeof val)
+                    vlen = sizeof val - 1;
+                memcpy(val, colon + 1, vlen);
+                have_field = 1;
+            }
+        }
+        if (eof) {
+            if (have_field) {
+                group_field(&g, name, namelen, val, vlen);
+                have_field = 0;
+            }
+            if (g.any)
+                dsn_add_group(r, &g, text, tlen, hits, nh);
+            break;
+        }
+        if (r->n >= BNC_MAX_RCPTS)
+            break;
+    }
+}
+
+/* A delivery-status block in plain text (a report whose MIME structure is broken, or a forwarded bounce):
+ * from the field block holding the first Final-/Original-Recipient line to the end, quote marks ("> ")
+ * removed. Returns a malloc'd copy or NULL. */
+static char *find_dsn_block(const char *text, size_t len, size_t *outlen)
+{
+    size_t i = 0, prev_start = 0, block = (size_t)-1;
+    int in_fields = 0;
+    while (i < len) {
+        size_t st = i;
+        while (i < len && text[i] != '\n')
+            i++;
+        size_t n = i - st;
+        if (i < len)
+            i++;
+        const char *p = text + st;
+        while (n && (*p == '>' || (*p == ' ' && p > text + st && p[-1] == '>'))) {
+            p++;
+            n--;
+        }
+        int field = 0;
+        const char *colon = memchr(p, ':', n);
+        if (colon && colon > p && colon - p < 40) {
+            field = 1;
+            for (const char *c = p; c < colon; c++)
+                if (!isalnum((unsigned char)*c) && *c != '-')
+                    field = 0;
+        }
+        int cont = n && (*p == ' ' || *p == '\t');
+        if (field && !in_fields) {
+            prev_start = st;
+            in_fields = 1;
+        } else if (!field && !cont) {
+            in_fields = 0;
+        }
+        if (field && (starts_field(p, n, "Final-Recipient") || starts_field(p, n, "Original-Recipient"))) {
+            block = prev_start;
+            break;
+        }
+    }
+    if (block == (size_t)-1)
+        return NULL;
+    /* copy without quote marks */
+    char *out = malloc(len - block + 1);
+    if (!out)
+        abort();
+    size_t o = 0;
+    for (i = block; i < len;) {
+        size_t st = i;
+        while (i < len && text[i] != '\n')
+            i++;
+        size_t k = st;
+        while (k < i && (text[k] == '>' || (text[k] == ' ' && k > st && text[k - 1] == '>')))
+            k++;
+        memcpy(out + o, text + k, i - k);
+        o += i - k;
+        if (i < len) {
+            out[o++] = '\n';
+            i++;
+        }
+    }
+    out[o] = 0;
+    *outlen = o;
+    return out;
+}
+
+/* ---- RFC 5965 feedback report ---- */
+
+static void field_value(const char *body, size_t len, const char *field, char *out, size_t outlen)
+{
+    size_t fl = strlen(field);
+    out[0] = 0;
+    for (size_t i = 0; i < len;) {
+        size_t st = i;
+        while (i < len && body[i] != '\n')
+            i++;
+        size_t n = i - st;
+        if (i < len)
+            i++;
+        if (n > fl && strncasecmp(body + st, field, fl) == 0 && body[st + fl] == ':') {
+            copy_trim(out, outlen, body + st + fl + 1, n - fl - 1);
+            return;
+        }
+    }
+}
+
+static void parse_arf(struct bnc_report *r, const char *body, size_t len, GMimeMessage *orig, const char *hdrs,
+                      size_t hlen)
+{
+    char v[BNC_FIELD_MAX], addr[BNC_ADDR_LEN] = "";
+    field_value(body, len, "Original-Rcpt-To", v, sizeof v);
+    if (v[0])
+        bnc_addr_extract(v, strlen(v), addr, 0);
+    if (!addr[0] && orig) {
+        const char *to = g_mime_object_get_header(GMIME_OBJECT(orig), "To");
+        if (to)
+            bnc_addr_extract(to, strlen(to), addr, 0);
+    }
+    if (!addr[0] && hdrs) {
+        field_value(hdrs, hlen, "To", v, sizeof v);
+        if (v[0])
+            bnc_addr_extract(v, strlen(v), addr, 0);
+    }
+    struct bnc_rcpt *e = report_add(r);
+    if (!e)
+        return;
+    bnc_copy(e->recipient, sizeof e->recipient, addr);
+    e->action = BNC_FEEDBACK;
+    field_value(body, len, "Feedback-Type", v, sizeof v);
+    snprintf(e->diag, sizeof e->diag, "feedback-type=%.64s", v[0] ? v : "unknown");
+    bnc_classify(e, NULL, 0);
+}
+
+/* ---- free text ---- */
+
+static void lower_addr_of(const char *hdr, char *out)
+{
+    out[0] = 0;
+    if (hdr)
+        bnc_addr_extract(hdr, strlen(hdr), out, 0);
+}
+
+static void parse_text(struct bnc_report *r, const char *text, size_t len, GMimeMessage *msg, GMimeMessage *orig)
+{
+    static __thread struct bnc_hit hits[BNC_HITS_MAX];
+    char from[BNC_ADDR_LEN], to[BNC_ADDR_LEN], rp[BNC_ADDR_LEN];
+    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "From"), from);
+    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "To"), to);
+    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "Return-Path"), rp);
+    const char *exclude[] = {from, to, rp, NULL};
+
+    size_t end = bnc_text_end(text, len);
+    int nh = bnc_text_scan(text, end, exclude, hits, BNC_HITS_MAX);
+    if (nh == 0) {
+        /* Exim names them in a header; else the returned message's To: */
+        const char *xf = g_mime_object_get_header(GMIME_OBJECT(msg), "X-Failed-Recipients");
+        char a[BNC_ADDR_LEN] = "";
+        if (xf)
+            bnc_addr_extract(xf, strlen(xf), a, 0);
+        if (!a[0] && orig)
+            lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(orig), "To"), a);
+        if (!a[0] && end < len) {
+            char v[BNC_FIELD_MAX];
+            field_value(text + end, len - end, "To", v, sizeof v);
+            if (v[0])
+                bnc_addr_extract(v, strlen(v), a, 1);
+        }
+        bnc_copy(hits[0].addr, sizeof hits[0].addr, a);
+        hits[0].off = 0;
+        hits[0].len = end;
+        nh = 1;
+    }
+    for (int i = 0; i < nh; i++) {
+        struct bnc_rcpt *e = report_add(r);
+        if (!e)
+            return;
+        bnc_copy(e->recipient, sizeof e->recipient, hits[i].addr);
+        e->action = BNC_FAILED;
+        bnc_norm(text + hits[i].off, hits[i].len, e->diag, sizeof e->diag);
+        bnc_classify(e, text + hits[i].off, hits[i].len);
+        if (strcmp(e->reason, "undefined") == 0 && hits[i].len < end) {
+            bnc_classify(e, text, end);
+        }
+    }
+}
+
+/* ---- entry point ---- */
+
+/* Cut the input so GMime builds a bounded number of objects (see the file comment). */
+static size_t bounded_len(const char *s, size_t len)
+{
+    unsigned ct = 0, dash = 0;
+    for (size_t i = 0; i < len;) {
+        size_t st = i;
+        const char *nl = memchr(s + i, '\n', len - i);
+        i = nl ? (size_t)(nl - s) + 1 : len;
+        size_t n = i - st;
+        if (n >= 12 && strncasecmp(s + st, "content-type", 12) == 0 && ++ct > BNC_MAX_PARTS)
+            return st;
+        if (n >= 2 && s[st] == '-' && s[st + 1] == '-' && ++dash > 4 * BNC_MAX_PARTS)
+            return st;
+    }
+    return len;
+}
+
+int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (len > BNC_MAX_INPUT) {
+        snprintf(err, errlen, "message too large (%zu bytes, limit %u)", len, BNC_MAX_INPUT);
+        return -1;
+    }
+    bnc_init();
+    struct bnc_report *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    *out = r;
+    const char *s = msg;
+    /* an mbox "From " line is not a header */
+    if (len >= 5 && memcmp(s, "From ", 5) == 0) {
+        const char *nl = memchr(s, '\n', len);
+        size_t skip = nl ? (size_t)(nl - s) + 1 : len;
+        s += skip;
+        len -= skip;
+    }
+    len = bounded_len(s, len);
+
+    GMimeStream *stream = g_mime_stream_mem_new_with_buffer(s, len);
+    GMimeParser *parser = g_mime_parser_new_with_stream(stream);
+    g_object_unref(stream);
+    GMimeMessage *m = g_mime_parser_construct_message(parser, NULL);
+    g_object_unref(parser);
+    if (!m)
+        return 0;
+
+    struct walk w;
+    memset(&w, 0, sizeof w);
+    walk(&w, g_mime_message_get_mime_part(m), 0);
+
+    size_t tlen = 0;
+    char *text = NULL;
+    if (w.text)
+        text = part_text(w.text, &tlen);
+    if ((!text || !tlen) && w.html) {
+        free(text);
+        text = part_text(w.html, &tlen);
+        if (text)
+            html_to_text(text, &tlen);
+    }
+
+    if (!text || !tlen) {
+        /* no usable text part (or a multipart whose boundary is never used): the raw body */
+        free(text);
+        text = NULL;
+        tlen = 0;
+        const char *body = NULL;
+        for (size_t i = 0; i + 1 < len; i++)
+            if (s[i] == '\n' && (s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < len && s[i + 2] == '\n'))) {
+                body = s + i + 1;
+                break;
+            }
+        if (body) {
+            tlen = (size_t)(s + len - body);
+            if (tlen > BNC_TEXT_SCAN)
+                tlen = BNC_TEXT_SCAN;
+            text = malloc(tlen + 1);
+            if (!text)
+                abort();
+            memcpy(text, body, tlen);
+            text[tlen] = 0;
+        }
+    }
+
+    const char *from = g_mime_object_get_header(GMIME_OBJECT(m), "From");
+    const char *subject = g_mime_message_get_subject(m);
+
+    if (w.dsn) {
+        size_t blen;
+        char *body = part_bytes(w.dsn, &blen);
+        if (body) {
+            size_t end = text ? bnc_text_end(text, tlen) : 0;
+            parse_dsn(r, body, blen, text, end);
+            free(body);
+        }
+        if (r->n)
+            r->kind = BNC_K_DSN;
+    }
+    if (!r->n && !w.arf && text) {
+        size_t blen;
+        char *body = find_dsn_block(text, tlen, &blen);
+        if (body) {
+            size_t end = bnc_text_end(text, tlen);
+            parse_dsn(r, body, blen, text, end);
+            free(body);
+        }
+        if (r->n)
+            r->kind = BNC_K_DSN;
+    }
+    if (!r->n && w.arf) {
+        size_t blen, hlen = 0;
+        char *body = part_bytes(w.arf, &blen);
+        char *hdrs = w.headers ? part_bytes(w.headers, &hlen) : NULL;
+        if (body) {
+            parse_arf(r, body, blen, w.orig, hdrs, hlen);
+            r->kind = BNC_K_ARF;
+        }
+        free(body);
+        free(hdrs);
+    }
+    if (!r->n && r->kind == BNC_K_NONE) {
+        int has_ar_hdr = g_mime_object_get_header(GMIME_OBJECT(m), "X-Autoreply") != NULL ||
+                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Autorespond") != NULL ||
+                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Vacation") != NULL;
+        const char *prec = g_mime_object_get_header(GMIME_OBJECT(m), "Precedence");
+        if (prec && strncasecmp(prec, "auto_reply", 10) == 0)
+            has_ar_hdr = 1;
+        /* an auto-reply says so in its headers; a bounce's sender or subject outweighs that (Exim marks its
+         * bounces auto-replied), a bounce-like sentence in an auto-reply's text does not */
+        int autoreply = bnc_text_is_autoreply(g_mime_object_get_header(GMIME_OBJECT(m), "Auto-Submitted"), subject,
+                                              has_ar_hdr);
+        int bounce_hdr = bnc_text_is_bounce(from, subject, NULL, 0) ||
+                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Failed-Recipients") != NULL;
+        if (text && (bounce_hdr || (!autoreply && bnc_text_is_bounce(NULL, NULL, text, tlen)))) {
+            parse_text(r, text, tlen, m, w.orig);
+            r->kind = BNC_K_TEXT;
+        } else if (autoreply) {
+            r->kind = BNC_K_AUTOREPLY;
+        }
+    }
+    free(text);
+    g_object_unref(m);
+    return 0;
+}
