@@ -50,7 +50,7 @@ static const struct cfg_key keys[] = {
     {"sender.per_mx", T_INT, "20", 1, 1000, "limit of connections to one MX host"},
     {"sender.batch_size", T_INT, "100", 1, 10000, "recipients per delivery batch"},
     {"sender.relay", T_RELAY, "", 0, 0, "smarthost HOST:PORT taking all deliveries; empty: MX lookup"},
-    {"log.verbose", T_BOOL, "0", 0, 1, "log debug lines"},
+    {"log.verbose", T_BOOL, "no", 0, 1, "log debug lines"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -193,7 +193,7 @@ static int setkey(struct lc_cfg *c, int i, const char *v, char *err, size_t errl
         return -1;
     }
     free(c->val[i]);
-    c->val[i] = lc_strdup(v);
+    c->val[i] = lc_strdup(keys[i].type == T_BOOL ? (num ? "yes" : "no") : v); /* one spelling of booleans */
     c->num[i] = num;
     return 0;
 }
