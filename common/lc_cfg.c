@@ -24,6 +24,7 @@ enum cfg_type {
     T_URL,      /* redis URL or empty */
     T_HTTPURL,  /* http(s) URL */
     T_NAME,     /* host name / node name: [A-Za-z0-9._-]+, empty = derived */
+    T_ENUM,     /* one of the '|'-separated words in choices */
 };
 
 struct cfg_key {
@@ -32,25 +33,44 @@ struct cfg_key {
     const char *def;
     long long min, max;
     const char *doc;
+    const char *choices; /* T_ENUM only: "a|b|c" */
 };
 
 static const struct cfg_key keys[] = {
-    {"redis.url", T_URL, "", 0, 0, "Redis to use: redis://HOST:PORT[/DB] or unix:///PATH; empty: embedded"},
-    {"state.dir", T_STR, "/var/lib/listcast", 0, 0, "directory for the embedded Redis, the secret and logs"},
-    {"secret.file", T_STR, "", 0, 0, "HMAC key file; empty: STATE.DIR/secret (created on first start)"},
-    {"node.name", T_NAME, "", 0, 0, "this node's consumer name in Redis streams; empty: the host name"},
-    {"smtp.listen", T_HOSTPORT, "127.0.0.1:2525", 0, 0, "listd's SMTP listening address"},
-    {"smtp.hostname", T_NAME, "", 0, 0, "name in SMTP banners, EHLO and Received; empty: the host name"},
-    {"smtp.max_message_size", T_INT, "10485760", 1024, 1073741824, "largest message listd accepts (bytes)"},
-    {"http.listen", T_HOSTPORT, "127.0.0.1:8025", 0, 0, "admin web UI and JSON API listening address"},
-    {"http.public_url", T_HTTPURL, "http://127.0.0.1:8025", 0, 0, "base URL of links in mail"},
-    {"dns.servers", T_HOSTPORTS, "", 0, 0, "DNS servers as host:port list; empty: the system resolver"},
-    {"sender.mx_port", T_INT, "25", 1, 65535, "TCP port of receiving MX hosts"},
-    {"sender.concurrency", T_INT, "100", 1, 10000, "global limit of outgoing SMTP connections"},
-    {"sender.per_mx", T_INT, "20", 1, 1000, "limit of connections to one MX host"},
-    {"sender.batch_size", T_INT, "100", 1, 10000, "recipients per delivery batch"},
-    {"sender.relay", T_RELAY, "", 0, 0, "smarthost HOST:PORT taking all deliveries; empty: MX lookup"},
-    {"log.verbose", T_BOOL, "no", 0, 1, "log debug lines"},
+    {"redis.url", T_URL, "", 0, 0, "Redis to use: redis://HOST:PORT[/DB] or unix:///PATH; empty: embedded", NULL},
+    {"state.dir", T_STR, "/var/lib/listcast", 0, 0, "directory for the embedded Redis, the secret and logs", NULL},
+    {"secret.file", T_STR, "", 0, 0, "HMAC key file; empty: STATE.DIR/secret (created on first start)", NULL},
+    {"node.name", T_NAME, "", 0, 0, "this node's consumer name in Redis streams; empty: the host name", NULL},
+    {"smtp.listen", T_HOSTPORT, "127.0.0.1:2525", 0, 0, "listd's SMTP listening address", NULL},
+    {"smtp.hostname", T_NAME, "", 0, 0, "name in SMTP banners, EHLO and Received; empty: the host name", NULL},
+    {"smtp.max_message_size", T_INT, "10485760", 1024, 1073741824, "largest message listd accepts (bytes)", NULL},
+    {"http.listen", T_HOSTPORT, "127.0.0.1:8025", 0, 0, "admin web UI and JSON API listening address", NULL},
+    {"http.public_url", T_HTTPURL, "http://127.0.0.1:8025", 0, 0, "base URL of links in mail", NULL},
+    {"dns.servers", T_HOSTPORTS, "", 0, 0, "DNS servers as host:port list; empty: the system resolver", NULL},
+    {"sender.mx_port", T_INT, "25", 1, 65535, "TCP port of receiving MX hosts", NULL},
+    {"sender.concurrency", T_INT, "100", 1, 10000, "global limit of outgoing SMTP connections", NULL},
+    {"sender.per_mx", T_INT, "20", 1, 1000, "limit of connections to one MX host", NULL},
+    {"sender.batch_size", T_INT, "100", 1, 10000, "recipients per delivery batch", NULL},
+    {"sender.relay", T_RELAY, "", 0, 0, "smarthost HOST:PORT taking all deliveries; empty: MX lookup", NULL},
+    {"log.verbose", T_BOOL, "no", 0, 1, "log debug lines", NULL},
+    /* listd: TLS and per-client limits */
+    {"tls.cert", T_STR, "", 0, 0, "PEM certificate chain for listd's STARTTLS; empty: no STARTTLS", NULL},
+    {"tls.key", T_STR, "", 0, 0, "PEM private key for tls.cert", NULL},
+    {"smtp.max_sessions", T_INT, "100", 1, 100000, "concurrent SMTP sessions listd serves", NULL},
+    {"smtp.max_sessions_per_ip", T_INT, "20", 1, 100000, "concurrent SMTP sessions from one client address", NULL},
+    {"smtp.max_recipients", T_INT, "100", 1, 100000, "recipients per transaction", NULL},
+    {"smtp.max_errors", T_INT, "20", 1, 1000, "errors before listd disconnects a client", NULL},
+    {"smtp.idle_timeout", T_INT, "300", 1, 3600, "seconds a client may stay silent", NULL},
+    /* listd: confirmation cookies */
+    {"confirm.lifetime", T_INT, "259200", 60, 31536000, "seconds a subscribe/unsubscribe confirmation stays valid", NULL},
+    /* sender: retries, MX backoff, fallback, TLS */
+    {"sender.retry_min", T_INT, "300", 1, 86400, "first retry of a deferred recipient after this many seconds", NULL},
+    {"sender.retry_max", T_INT, "14400", 1, 604800, "longest wait between retries (exponential backoff, jitter)", NULL},
+    {"sender.max_lifetime", T_INT, "345600", 60, 2592000,
+     "seconds a deferred recipient is retried before it bounces as expired", NULL},
+    {"sender.mx_backoff", T_INT, "300", 1, 86400, "seconds an MX host stays marked down after a failure", NULL},
+    {"sender.fallback_relay", T_RELAY, "", 0, 0, "HOST:PORT taking recipients whose first attempt was deferred", NULL},
+    {"sender.tls", T_ENUM, "may", 0, 0, "STARTTLS to MX hosts: none, may (opportunistic) or encrypt", "none|may|encrypt"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -165,6 +185,18 @@ static int check(const struct cfg_key *k, const char *v, long long *num, const c
             return -1;
         }
         return 0;
+    case T_ENUM: {
+        size_t vn = strlen(v);
+        for (const char *p = k->choices; p && *p;) {
+            const char *bar = strchr(p, '|');
+            size_t n = bar ? (size_t)(bar - p) : strlen(p);
+            if (n == vn && !strncmp(p, v, n))
+                return 0;
+            p += n + (bar ? 1 : 0);
+        }
+        *why = "not one of the allowed values";
+        return -1;
+    }
     case T_NAME:
         for (const char *p = v; *p; p++)
             if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_') {

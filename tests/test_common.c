@@ -74,6 +74,11 @@ static void test_cfg(void)
     CHECK(lc_cfg_set(c, "redis.url=http://x", err, sizeof err) == -1 && strstr(err, "redis.url"));
     CHECK(lc_cfg_set(c, "log.verbose=yes", err, sizeof err) == 0 && lc_cfg_int(c, "log.verbose") == 1);
     CHECK(lc_cfg_set(c, "novalue", err, sizeof err) == -1);
+    CHECK(lc_cfg_set(c, "sender.tls=encrypt", err, sizeof err) == 0 && !strcmp(lc_cfg_str(c, "sender.tls"), "encrypt"));
+    CHECK(lc_cfg_set(c, "sender.tls=none", err, sizeof err) == 0);
+    CHECK(lc_cfg_set(c, "sender.tls=mayb", err, sizeof err) == -1 && strstr(err, "sender.tls"));
+    CHECK(lc_cfg_set(c, "sender.tls=ma", err, sizeof err) == -1);
+    CHECK(lc_cfg_set(c, "sender.tls=", err, sizeof err) == -1);
 
     char path[] = "/tmp/lc_cfg_testXXXXXX";
     int fd = mkstemp(path);
