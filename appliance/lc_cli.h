@@ -31,28 +31,47 @@ struct lc_ctx {
 
 /* ---- option parsing (lc_main.c) -------------------------------------------------------------------------- */
 
-/* An option a command accepts. Every command also accepts --json and -h/--help (ids LC_O_JSON, LC_O_HELP). */
+/* An option a command accepts. Every command also accepts --json and -h/--help. */
 struct lc_opt {
     const char *lng;  /* "policy" for --policy */
     char shrt;        /* 'p' for -p, or 0 */
     int has_arg;
     int id;           /* > 0 */
 };
-enum { LC_O_JSON = 1000, LC_O_HELP };
 
 struct lc_optstate {
     int argc;
     char **argv;
-    int i;            /* next argv index */
-    int only_pos;     /* after "--" */
-    const char *arg;  /* the option's argument, or the positional argument */
+    int i;                    /* next argv index */
+    int only_pos;             /* after "--" */
+    const char *arg;          /* the option's argument (NULL if it takes none), or the positional argument */
+    const struct lc_opt *opt; /* the option returned, an element of the caller's table */
 };
 
 /* lc_opt_init starts parsing argv[1..] (argv[0] is the command word). */
 void lc_opt_init(struct lc_optstate *st, int argc, char **argv);
-/* lc_opt_next returns an option id, 0 for a positional argument (st->arg), -1 at the end, or -2 for a usage
- * error (already printed). "-" alone is a positional argument. */
-int lc_opt_next(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt *opts);
+/* lc_opt_next returns the id of the next option of opts (may be NULL), 0 for a positional argument (st->arg),
+ * or -1 at the end. It handles the common options of the command ctx->cmd itself: --json sets ctx->json,
+ * -h/--help prints the manual page ctx->cmd; that, or a usage error (printed), returns -2 with *status the
+ * exit status the command returns. "-" alone is a positional argument. */
+int lc_opt_next(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt *opts, int *status);
+/* lc_args parses the whole command line of the command ctx->cmd: val[k] (when not NULL) gets the argument of
+ * each opts[k] given ("" for an option without one; the last one given wins), pos[0..npos-1] the positional
+ * arguments in order; what is not given is left as it is. A further positional argument is a usage error.
+ * Returns -1 when the command goes on, else the exit status it returns at once (help or error printed). */
+int lc_args(struct lc_ctx *ctx, int argc, char **argv, const struct lc_opt *opts, const char **val,
+            const char **pos, int npos);
+
+/* A subcommand: its name for messages and manual pages ("list create"; the word after the space is what
+ * selects it) and its function, called with argv from the subcommand word. */
+struct lc_subcmd {
+    const char *name;
+    int (*fn)(struct lc_ctx *ctx, int argc, char **argv);
+};
+/* lc_dispatch runs the subcommand argv[1] of the command ctx->cmd, from the NULL-terminated table subs, with
+ * ctx->cmd set to its name. A missing or unknown subcommand is a usage error naming the choices ("create, ls
+ * or show"). */
+int lc_dispatch(struct lc_ctx *ctx, int argc, char **argv, const struct lc_subcmd *subs, const char *choices);
 
 /* ---- messages and helpers (lc_main.c) --------------------------------------------------------------------- */
 
@@ -71,8 +90,13 @@ int lc_redis_script(redisContext *rc, const char *body, char *sha, char *err, si
 
 /* lc_norm_list checks and normalises a list address argument; prints a usage error and returns -1 if bad. */
 int lc_norm_list(struct lc_ctx *ctx, const char *arg, char *out);
-/* lc_list_exists returns 1, 0, or -1 (error printed). */
-int lc_list_exists(struct lc_ctx *ctx, const char *list);
+/* lc_list_need checks that a list exists; returns 0, or -1 after printing why not (no such list, Redis). */
+int lc_list_need(struct lc_ctx *ctx, const char *list);
+/* lc_list_open is lc_norm_list (into out, LC_ADDR_MAX + 1 bytes) then lc_list_need; returns LC_EXIT_OK or the
+ * exit status (usage error for a malformed address, refused for a missing list), the reason printed. */
+int lc_list_open(struct lc_ctx *ctx, const char *arg, char *out);
+/* lc_word_in reports whether w is one of the NULL-terminated words. */
+int lc_word_in(const char *w, const char *const *words);
 /* lc_fmt_time renders a unix time as "YYYY-MM-DD HH:MM:SS UTC" ("-" for 0). */
 void lc_fmt_time(long long t, char *out, size_t outlen);
 /* lc_json_out starts JSON output on stdout; lc_json_done finishes it (returns an exit status). */

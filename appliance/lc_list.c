@@ -176,46 +176,17 @@ static int show_one(struct lc_ctx *ctx, const char *list)
     return status;
 }
 
-enum { O_POLICY = 1, O_OWNER };
-
 static int cmd_create(struct lc_ctx *ctx, int argc, char **argv)
 {
-    static const struct lc_opt opts[] = {
-        {"policy", 'p', 1, O_POLICY},
-        {"owner", 'o', 1, O_OWNER},
-        {NULL, 0, 0, 0},
-    };
-    struct lc_optstate st;
-    const char *policy = "members", *owner_arg = NULL, *list_arg = NULL;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, opts)) != -1) {
-        switch (o) {
-        case -2:
-            return LC_EXIT_USAGE;
-        case O_POLICY:
-            policy = st.arg;
-            break;
-        case O_OWNER:
-            owner_arg = st.arg;
-            break;
-        case LC_O_JSON:
-            ctx->json = 1;
-            break;
-        case LC_O_HELP:
-            return lc_help("list create");
-        default:
-            if (list_arg)
-                return lc_usage(ctx, "list create: unexpected argument '%.200s'", st.arg);
-            list_arg = st.arg;
-        }
-    }
+    static const struct lc_opt opts[] = {{"policy", 'p', 1, 1}, {"owner", 'o', 1, 2}, {NULL, 0, 0, 0}};
+    const char *val[2] = {"members", NULL}, *list_arg = NULL; /* --policy, --owner */
+    int status = lc_args(ctx, argc, argv, opts, val, &list_arg, 1);
+    if (status >= 0)
+        return status;
+    const char *policy = val[0], *owner_arg = val[1];
     if (!list_arg)
         return lc_usage(ctx, "list create: missing LIST@DOMAIN (see listcast list create --help)");
-    int ok = 0;
-    for (int i = 0; policies[i]; i++)
-        ok |= !strcmp(policies[i], policy);
-    if (!ok)
+    if (!lc_word_in(policy, policies))
         return lc_usage(ctx, "list create: unknown policy '%.100s' (open, members, moderated or announce)",
                         policy);
     char list[LC_ADDR_MAX + 1], owner[LC_ADDR_MAX + 1] = "";
@@ -241,19 +212,9 @@ static int cmd_create(struct lc_ctx *ctx, int argc, char **argv)
 
 static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
 {
-    struct lc_optstate st;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("list ls");
-        else
-            return lc_usage(ctx, "list ls: unexpected argument '%.200s'", st.arg);
-    }
+    int status = lc_args(ctx, argc, argv, NULL, NULL, NULL, 0);
+    if (status >= 0)
+        return status;
     redisContext *rc = lc_redis(ctx);
     if (!rc)
         return LC_EXIT_REFUSED;
@@ -263,7 +224,7 @@ static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
     long n = lc_view_lists(rc, LIST_LS_MAX, &v, &total, err, sizeof err);
     if (n < 0)
         return lc_refused(ctx, "%s", err);
-    int status = LC_EXIT_OK;
+    status = LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
         lc_json_arr(j);
@@ -291,22 +252,10 @@ static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
 
 static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
 {
-    struct lc_optstate st;
     const char *list_arg = NULL;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("list show");
-        else if (list_arg)
-            return lc_usage(ctx, "list show: unexpected argument '%.200s'", st.arg);
-        else
-            list_arg = st.arg;
-    }
+    int status = lc_args(ctx, argc, argv, NULL, NULL, &list_arg, 1);
+    if (status >= 0)
+        return status;
     if (!list_arg)
         return lc_usage(ctx, "list show: missing LIST@DOMAIN (see listcast list show --help)");
     char list[LC_ADDR_MAX + 1];
@@ -319,22 +268,13 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
 
 int lc_cmd_list(struct lc_ctx *ctx, int argc, char **argv)
 {
-    if (argc < 2)
-        return lc_usage(ctx, "list: missing subcommand: create, ls or show (see listcast list --help)");
-    const char *sub = argv[1];
-    if (!strcmp(sub, "create")) {
-        ctx->cmd = "list create";
-        return cmd_create(ctx, argc - 1, argv + 1);
-    }
-    if (!strcmp(sub, "ls")) {
-        ctx->cmd = "list ls";
-        return cmd_ls(ctx, argc - 1, argv + 1);
-    }
-    if (!strcmp(sub, "show")) {
-        ctx->cmd = "list show";
-        return cmd_show(ctx, argc - 1, argv + 1);
-    }
-    if (!strcmp(sub, "--json")) /* `listcast list --json ls` is not a thing: say what is */
+    static const struct lc_subcmd subs[] = {
+        {"list create", cmd_create},
+        {"list ls", cmd_ls},
+        {"list show", cmd_show},
+        {NULL, NULL},
+    };
+    if (argc >= 2 && !strcmp(argv[1], "--json")) /* `listcast list --json ls` is not a thing: say what is */
         return lc_usage(ctx, "list: put --json after the subcommand (listcast list ls --json)");
-    return lc_usage(ctx, "list: unknown subcommand '%.100s' (create, ls or show)", sub);
+    return lc_dispatch(ctx, argc, argv, subs, "create, ls or show");
 }

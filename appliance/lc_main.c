@@ -1,5 +1,6 @@
 /* lc_main: entry point of the `listcast` tool: global options, command dispatch, manual pages, the option
- * parser and the helpers every command shares (messages, Redis connection, JSON output).
+ * parser, subcommand dispatch and the helpers every command shares (messages, Redis connection, list
+ * arguments, JSON output).
  *
  * Contract: `--config FILE` and `--set K=V` are taken out of the whole command line first (lc_cfg_args), so they
  * work before or after the command words; then leading --json / -h / --version, then the command. A -h or
@@ -184,9 +185,11 @@ static int help_for(const char *w1, const char *w2)
 
 /* ---- option parsing ---------------------------------------------------------------------------------------- */
 
+enum { O_JSON = 1000, O_HELP }; /* ids of the options every command accepts */
+
 static const struct lc_opt common_opts[] = {
-    {"json", 0, 0, LC_O_JSON},
-    {"help", 'h', 0, LC_O_HELP},
+    {"json", 0, 0, O_JSON},
+    {"help", 'h', 0, O_HELP},
     {NULL, 0, 0, 0},
 };
 
@@ -218,13 +221,16 @@ static const struct lc_opt *find_short(const struct lc_opt *opts, char c)
     return NULL;
 }
 
-int lc_opt_next(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt *opts)
+/* next_opt returns an option id, 0 for a positional argument (st->arg), -1 at the end, or -2 for a usage
+ * error (printed). */
+static int next_opt(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt *opts)
 {
     for (;;) {
         if (st->i >= st->argc)
             return -1;
         char *a = st->argv[st->i++];
         st->arg = NULL;
+        st->opt = NULL;
         if (st->only_pos || a[0] != '-' || a[1] == 0) {
             st->arg = a;
             return 0;
@@ -274,8 +280,58 @@ int lc_opt_next(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt 
             }
             st->arg = inline_arg;
         }
+        st->opt = o;
         return o->id;
     }
+}
+
+int lc_opt_next(struct lc_ctx *ctx, struct lc_optstate *st, const struct lc_opt *opts, int *status)
+{
+    int o;
+    while ((o = next_opt(ctx, st, opts)) == O_JSON)
+        ctx->json = 1;
+    if (o == O_HELP) {
+        *status = lc_help(ctx->cmd);
+        return -2;
+    }
+    if (o == -2)
+        *status = LC_EXIT_USAGE;
+    return o;
+}
+
+int lc_args(struct lc_ctx *ctx, int argc, char **argv, const struct lc_opt *opts, const char **val,
+            const char **pos, int npos)
+{
+    struct lc_optstate st;
+    int o, status, n = 0;
+    lc_opt_init(&st, argc, argv);
+    while ((o = lc_opt_next(ctx, &st, opts, &status)) != -1) {
+        if (o == -2)
+            return status;
+        if (o > 0) {
+            if (val)
+                val[st.opt - opts] = st.arg ? st.arg : "";
+        } else if (n < npos) {
+            pos[n++] = st.arg;
+        } else {
+            return lc_usage(ctx, "%s: unexpected argument '%.200s'", ctx->cmd, st.arg);
+        }
+    }
+    return -1;
+}
+
+int lc_dispatch(struct lc_ctx *ctx, int argc, char **argv, const struct lc_subcmd *subs, const char *choices)
+{
+    if (argc < 2)
+        return lc_usage(ctx, "%s: missing subcommand: %s (see listcast %s --help)", ctx->cmd, choices, ctx->cmd);
+    for (const struct lc_subcmd *c = subs; c->name; c++) {
+        const char *word = strchr(c->name, ' ');
+        if (word && !strcmp(word + 1, argv[1])) {
+            ctx->cmd = c->name;
+            return c->fn(ctx, argc - 1, argv + 1);
+        }
+    }
+    return lc_usage(ctx, "%s: unknown subcommand '%.100s' (%s)", ctx->cmd, argv[1], choices);
 }
 
 /* ---- shared helpers ---------------------------------------------------------------------------------------- */
@@ -344,7 +400,7 @@ int lc_norm_list(struct lc_ctx *ctx, const char *arg, char *out)
     return 0;
 }
 
-int lc_list_exists(struct lc_ctx *ctx, const char *list)
+int lc_list_need(struct lc_ctx *ctx, const char *list)
 {
     redisContext *rc = lc_redis(ctx);
     if (!rc)
@@ -358,7 +414,26 @@ int lc_list_exists(struct lc_ctx *ctx, const char *list)
     }
     int e = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
     freeReplyObject(r);
-    return e;
+    if (!e) {
+        lc_refused(ctx, "no such list: %s", list);
+        return -1;
+    }
+    return 0;
+}
+
+int lc_list_open(struct lc_ctx *ctx, const char *arg, char *out)
+{
+    if (lc_norm_list(ctx, arg, out) < 0)
+        return LC_EXIT_USAGE;
+    return lc_list_need(ctx, out) < 0 ? LC_EXIT_REFUSED : LC_EXIT_OK;
+}
+
+int lc_word_in(const char *w, const char *const *words)
+{
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(words[i], w))
+            return 1;
+    return 0;
 }
 
 void lc_fmt_time(long long t, char *out, size_t outlen)
@@ -391,19 +466,9 @@ int lc_json_done(struct lc_json *j, int status)
 
 static int cmd_config(struct lc_ctx *ctx, int argc, char **argv)
 {
-    struct lc_optstate st;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("config");
-        else
-            return lc_usage(ctx, "config: unexpected argument '%.200s'", st.arg);
-    }
+    int status = lc_args(ctx, argc, argv, NULL, NULL, NULL, 0);
+    if (status >= 0)
+        return status;
     char url[PATH_MAX + 32];
     if (lc_redis_url_of(ctx->cfg, url, sizeof url) < 0)
         snprintf(url, sizeof url, "(state.dir too long)");
@@ -454,14 +519,6 @@ static int wants_help(int argc, char **argv)
 
 static const char *const commands[] = {"up", "list", "sub", "post", "config", "help", NULL};
 
-static int known_command(const char *w)
-{
-    for (int i = 0; commands[i]; i++)
-        if (!strcmp(commands[i], w))
-            return 1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     struct lc_ctx ctx = {.cmd = "listcast"};
@@ -497,7 +554,7 @@ int main(int argc, char **argv)
     char **cargv = argv + i;
     int cargc = argc - i;
     const char *w1 = cargv[0], *w2 = cargc > 1 && cargv[1][0] != '-' ? cargv[1] : NULL;
-    if (!known_command(w1)) {
+    if (!lc_word_in(w1, commands)) {
         status = lc_usage(&ctx, "unknown command '%.100s' (see listcast --help)", w1);
         goto out;
     }

@@ -97,11 +97,11 @@ static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
     struct lc_optstate st;
     const char *list_arg = NULL;
     long limit = POST_LS_DEFAULT;
-    int o;
+    int o, status;
     lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, opts)) != -1) {
+    while ((o = lc_opt_next(ctx, &st, opts, &status)) != -1) { /* --limit is checked where it stands */
         if (o == -2)
-            return LC_EXIT_USAGE;
+            return status;
         if (o == 1) {
             char *end;
             errno = 0;
@@ -109,10 +109,6 @@ static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
             if (errno || *end || end == st.arg || limit < 1 || limit > POST_LS_MAX)
                 return lc_usage(ctx, "post ls: --limit: '%.50s' is not a number from 1 to %d", st.arg,
                                 POST_LS_MAX);
-        } else if (o == LC_O_JSON) {
-            ctx->json = 1;
-        } else if (o == LC_O_HELP) {
-            return lc_help("post ls");
         } else if (list_arg) {
             return lc_usage(ctx, "post ls: unexpected argument '%.200s'", st.arg);
         } else {
@@ -122,18 +118,14 @@ static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
     if (!list_arg)
         return lc_usage(ctx, "post ls: missing LIST@DOMAIN (see listcast post ls --help)");
     char list[LC_ADDR_MAX + 1], err[512];
-    if (lc_norm_list(ctx, list_arg, list) < 0)
-        return LC_EXIT_USAGE;
-    int e = lc_list_exists(ctx, list);
-    if (e <= 0)
-        return e < 0 ? LC_EXIT_REFUSED : lc_refused(ctx, "no such list: %s", list);
+    if ((status = lc_list_open(ctx, list_arg, list)) != LC_EXIT_OK)
+        return status;
     uint64_t *ids;
     long long total;
     long n = lc_view_post_ids(ctx->rc, list, limit, &ids, &total, err, sizeof err);
     if (n < 0)
         return lc_refused(ctx, "%s", err);
     struct lc_json *j = ctx->json ? lc_json_out() : NULL;
-    int status = LC_EXIT_OK;
     if (j)
         lc_json_arr(j);
     else if (n == 0)
@@ -218,22 +210,10 @@ static void print_post_text(const struct lc_post_view *p)
 
 static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
 {
-    struct lc_optstate st;
     const char *id_arg = NULL;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("post show");
-        else if (id_arg)
-            return lc_usage(ctx, "post show: unexpected argument '%.200s'", st.arg);
-        else
-            id_arg = st.arg;
-    }
+    int status = lc_args(ctx, argc, argv, NULL, NULL, &id_arg, 1);
+    if (status >= 0)
+        return status;
     uint64_t id;
     if (!id_arg)
         return lc_usage(ctx, "post show: missing ID (see listcast post show --help)");
@@ -249,7 +229,7 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         return lc_refused(ctx, "%s", err);
     if (got == 0)
         return lc_refused(ctx, "no such post: %llu", (unsigned long long)id);
-    int status = LC_EXIT_OK;
+    status = LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
         lc_view_post_json(j, &p);
@@ -263,16 +243,6 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
 
 int lc_cmd_post(struct lc_ctx *ctx, int argc, char **argv)
 {
-    if (argc < 2)
-        return lc_usage(ctx, "post: missing subcommand: ls or show (see listcast post --help)");
-    const char *sub = argv[1];
-    if (!strcmp(sub, "ls")) {
-        ctx->cmd = "post ls";
-        return cmd_ls(ctx, argc - 1, argv + 1);
-    }
-    if (!strcmp(sub, "show")) {
-        ctx->cmd = "post show";
-        return cmd_show(ctx, argc - 1, argv + 1);
-    }
-    return lc_usage(ctx, "post: unknown subcommand '%.100s' (ls or show)", sub);
+    static const struct lc_subcmd subs[] = {{"post ls", cmd_ls}, {"post show", cmd_show}, {NULL, NULL}};
+    return lc_dispatch(ctx, argc, argv, subs, "ls or show");
 }

@@ -430,20 +430,15 @@ static int cmd_add_rm(struct lc_ctx *ctx, int argc, char **argv, enum batch_op o
     const char *name = op == OP_ADD ? "sub add" : "sub rm";
     struct lc_optstate st;
     const char *list_arg = NULL;
-    int o, naddr = 0, use_stdin = 0;
+    int o, status, naddr = 0, use_stdin = 0;
     char **addrs = lc_calloc((size_t)argc + 1, sizeof *addrs);
     lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
+    while ((o = lc_opt_next(ctx, &st, NULL, &status)) != -1) { /* "-" twice is refused where it stands */
         if (o == -2) {
             free(addrs);
-            return LC_EXIT_USAGE;
+            return status;
         }
-        if (o == LC_O_JSON) {
-            ctx->json = 1;
-        } else if (o == LC_O_HELP) {
-            free(addrs);
-            return lc_help(name);
-        } else if (!list_arg) {
+        if (!list_arg) {
             list_arg = st.arg;
         } else {
             if (!strcmp(st.arg, "-")) {
@@ -461,14 +456,9 @@ static int cmd_add_rm(struct lc_ctx *ctx, int argc, char **argv, enum batch_op o
                         name);
     }
     char list[LC_ADDR_MAX + 1], err[512];
-    if (lc_norm_list(ctx, list_arg, list) < 0) {
+    if ((status = lc_list_open(ctx, list_arg, list)) != LC_EXIT_OK) {
         free(addrs);
-        return LC_EXIT_USAGE;
-    }
-    int e = lc_list_exists(ctx, list);
-    if (e <= 0) {
-        free(addrs);
-        return e < 0 ? LC_EXIT_REFUSED : lc_refused(ctx, "no such list: %s", list);
+        return status;
     }
     struct batch b;
     if (batch_start(&b, op, ctx->rc, list, err, sizeof err) < 0) {
@@ -494,7 +484,7 @@ static int cmd_add_rm(struct lc_ctx *ctx, int argc, char **argv, enum batch_op o
         batch_free(&b);
         return s;
     }
-    int status = (b.refused || (op == OP_RM && b.n2)) ? LC_EXIT_REFUSED : LC_EXIT_OK;
+    status = (b.refused || (op == OP_RM && b.n2)) ? LC_EXIT_REFUSED : LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
         lc_json_obj(j);
@@ -546,47 +536,24 @@ static const char *const statuses[] = {LC_ST_ACTIVE, LC_ST_UNCONFIRMED, LC_ST_DI
 static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
 {
     static const struct lc_opt opts[] = {{"status", 's', 1, 1}, {NULL, 0, 0, 0}};
-    struct lc_optstate st;
-    const char *list_arg = NULL, *want = NULL;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, opts)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == 1)
-            want = st.arg;
-        else if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("sub ls");
-        else if (list_arg)
-            return lc_usage(ctx, "sub ls: unexpected argument '%.200s'", st.arg);
-        else
-            list_arg = st.arg;
-    }
+    const char *want = NULL, *list_arg = NULL;
+    int status = lc_args(ctx, argc, argv, opts, &want, &list_arg, 1);
+    if (status >= 0)
+        return status;
     if (!list_arg)
         return lc_usage(ctx, "sub ls: missing LIST@DOMAIN (see listcast sub ls --help)");
-    if (want) {
-        int ok = 0;
-        for (int i = 0; statuses[i]; i++)
-            ok |= !strcmp(want, statuses[i]);
-        if (!ok)
-            return lc_usage(ctx, "sub ls: unknown status '%.100s' (active, unconfirmed, disabled or unsubscribed)",
-                            want);
-    }
+    if (want && !lc_word_in(want, statuses))
+        return lc_usage(ctx, "sub ls: unknown status '%.100s' (active, unconfirmed, disabled or unsubscribed)",
+                        want);
     char list[LC_ADDR_MAX + 1], err[512];
-    if (lc_norm_list(ctx, list_arg, list) < 0)
-        return LC_EXIT_USAGE;
-    int e = lc_list_exists(ctx, list);
-    if (e <= 0)
-        return e < 0 ? LC_EXIT_REFUSED : lc_refused(ctx, "no such list: %s", list);
+    if ((status = lc_list_open(ctx, list_arg, list)) != LC_EXIT_OK)
+        return status;
     redisContext *rc = ctx->rc;
     char kmembers[LC_KEY_MAX], lo[LC_ADDR_MAX + 2] = "-";
     lc_key_members(kmembers, sizeof kmembers, list);
     struct lc_json *j = ctx->json ? lc_json_out() : NULL;
     if (j)
         lc_json_arr(j);
-    int status = LC_EXIT_OK;
     for (;;) {
         redisReply *page = lc_redis_cmd(rc, err, sizeof err, "ZRANGEBYLEX %s %s + LIMIT 0 %d", kmembers, lo,
                                         SUB_LS_PAGE);
@@ -667,24 +634,11 @@ static const char *fstr(const redisReply *r, const char *name)
 
 static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
 {
-    struct lc_optstate st;
-    const char *list_arg = NULL, *addr_arg = NULL;
-    int o;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, NULL)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("sub show");
-        else if (!list_arg)
-            list_arg = st.arg;
-        else if (!addr_arg)
-            addr_arg = st.arg;
-        else
-            return lc_usage(ctx, "sub show: unexpected argument '%.200s'", st.arg);
-    }
+    const char *arg[2] = {NULL, NULL}; /* LIST@DOMAIN ADDR */
+    int rcode = lc_args(ctx, argc, argv, NULL, NULL, arg, 2);
+    if (rcode >= 0)
+        return rcode;
+    const char *list_arg = arg[0], *addr_arg = arg[1];
     if (!addr_arg)
         return lc_usage(ctx, "sub show: usage: listcast sub show LIST@DOMAIN ADDR (see listcast sub show --help)");
     char list[LC_ADDR_MAX + 1], addr[LC_ADDR_MAX + 1], err[512];
@@ -693,9 +647,8 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         return LC_EXIT_USAGE;
     if (lc_addr_norm(addr_arg, strlen(addr_arg), addr, &why) < 0)
         return lc_usage(ctx, "sub show: invalid address '%.200s': %s", addr_arg, why);
-    int e = lc_list_exists(ctx, list);
-    if (e <= 0)
-        return e < 0 ? LC_EXIT_REFUSED : lc_refused(ctx, "no such list: %s", list);
+    if (lc_list_need(ctx, list) < 0)
+        return LC_EXIT_REFUSED;
     redisContext *rc = ctx->rc;
     char ksub[LC_KEY_MAX], kactive[LC_KEY_MAX];
     lc_key_sub(ksub, sizeof ksub, list, addr);
@@ -724,7 +677,7 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
     long long bounces = fstr(h, "bounces") ? strtoll(fstr(h, "bounces"), NULL, 10) : 0;
     long long created = fstr(h, "created") ? strtoll(fstr(h, "created"), NULL, 10) : 0;
     double score = fstr(h, "bounce_score") ? strtod(fstr(h, "bounce_score"), NULL) : 0;
-    int rcode = LC_EXIT_OK;
+    rcode = LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
         lc_json_obj(j);
@@ -765,26 +718,24 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
     return rcode;
 }
 
+static int cmd_add(struct lc_ctx *ctx, int argc, char **argv)
+{
+    return cmd_add_rm(ctx, argc, argv, OP_ADD);
+}
+
+static int cmd_rm(struct lc_ctx *ctx, int argc, char **argv)
+{
+    return cmd_add_rm(ctx, argc, argv, OP_RM);
+}
+
 int lc_cmd_sub(struct lc_ctx *ctx, int argc, char **argv)
 {
-    if (argc < 2)
-        return lc_usage(ctx, "sub: missing subcommand: add, rm, ls or show (see listcast sub --help)");
-    const char *sub = argv[1];
-    if (!strcmp(sub, "add")) {
-        ctx->cmd = "sub add";
-        return cmd_add_rm(ctx, argc - 1, argv + 1, OP_ADD);
-    }
-    if (!strcmp(sub, "rm")) {
-        ctx->cmd = "sub rm";
-        return cmd_add_rm(ctx, argc - 1, argv + 1, OP_RM);
-    }
-    if (!strcmp(sub, "ls")) {
-        ctx->cmd = "sub ls";
-        return cmd_ls(ctx, argc - 1, argv + 1);
-    }
-    if (!strcmp(sub, "show")) {
-        ctx->cmd = "sub show";
-        return cmd_show(ctx, argc - 1, argv + 1);
-    }
-    return lc_usage(ctx, "sub: unknown subcommand '%.100s' (add, rm, ls or show)", sub);
+    static const struct lc_subcmd subs[] = {
+        {"sub add", cmd_add},
+        {"sub rm", cmd_rm},
+        {"sub ls", cmd_ls},
+        {"sub show", cmd_show},
+        {NULL, NULL},
+    };
+    return lc_dispatch(ctx, argc, argv, subs, "add, rm, ls or show");
 }

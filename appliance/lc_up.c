@@ -686,28 +686,19 @@ static void up_free(struct up *u)
 int lc_cmd_up(struct lc_ctx *ctx, int argc, char **argv)
 {
     static const struct lc_opt opts[] = {{"demo", 0, 0, 1}, {NULL, 0, 0, 0}};
+    const char *demo = NULL;
+    int status = lc_args(ctx, argc, argv, opts, &demo, NULL, 0);
+    if (status >= 0)
+        return status;
     struct up u;
-    struct lc_optstate st;
-    int o;
     memset(&u, 0, sizeof u);
     u.ctx = ctx;
     u.lockfd = -1;
-    lc_opt_init(&st, argc, argv);
-    while ((o = lc_opt_next(ctx, &st, opts)) != -1) {
-        if (o == -2)
-            return LC_EXIT_USAGE;
-        if (o == 1)
-            u.demo = 1;
-        else if (o == LC_O_JSON)
-            ctx->json = 1;
-        else if (o == LC_O_HELP)
-            return lc_help("up");
-        else
-            return lc_usage(ctx, "up: unexpected argument '%.200s'", st.arg);
-    }
+    u.demo = demo != NULL;
     lc_log_verbose((int)lc_cfg_int(ctx->cfg, "log.verbose"));
     char err[1024];
-    int status = LC_EXIT_OK, stopped = 0;
+    int stopped = 0;
+    status = LC_EXIT_OK;
     if (prepare(&u, err, sizeof err) < 0) {
         up_free(&u);
         return lc_refused(ctx, "%s", err);
