@@ -1,10 +1,11 @@
 /* fuzz_common: libFuzzer target for common/'s parsers of untrusted input: mailbox addresses (lc_addr_norm),
- * VERP addresses (lc_verp_decode) and configuration assignments (lc_cfg_set). The first input byte picks the
- * parser. Checks invariants, not just absence of crashes: a normalised address re-normalises to itself, and a
- * decoded VERP address re-encodes to the same address (case aside). */
+ * VERP addresses (lc_verp_decode), signed tokens (lc_token_check) and configuration assignments (lc_cfg_set).
+ * The first input byte picks the parser. Checks invariants, not just absence of crashes: a normalised address
+ * re-normalises to itself, and a decoded VERP address or token re-encodes to the same text (case aside). */
 #include "lc_addr.h"
 #include "lc_cfg.h"
 #include "lc_secret.h"
+#include "lc_token.h"
 #include "lc_verp.h"
 
 #include <stdint.h>
@@ -23,7 +24,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *p = (const char *)data + 1;
     size_t n = size - 1;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
+    case 3: { /* tokens: a valid one re-makes to itself (case aside) */
+        int action;
+        uint64_t id;
+        int64_t exp;
+        if (lc_token_check(key, p, n, 0, &action, &id, &exp) == LC_TOK_OK) {
+            char t[LC_TOKEN_MAX];
+            int len = lc_token_make(key, action, id, exp, t, sizeof t);
+            if (len != (int)n || strncasecmp(t, p, n) != 0)
+                abort();
+        }
+        break;
+    }
     case 0: {
         char out[LC_ADDR_MAX + 1], again[LC_ADDR_MAX + 1];
         const char *why;

@@ -7,6 +7,7 @@
 #include "lc_loop.h"
 #include "lc_schema.h"
 #include "lc_secret.h"
+#include "lc_token.h"
 #include "lc_verp.h"
 
 #include <stdio.h>
@@ -244,6 +245,44 @@ static void test_schema(void)
     CHECK(lc_key_msg(k, 5, 42) == -1);
 }
 
+static void test_token(void)
+{
+    unsigned char key[32] = {9, 8, 7};
+    struct lc_secret *s = lc_secret_from(key, sizeof key);
+    char t[LC_TOKEN_MAX], u[LC_TOKEN_MAX];
+    int action;
+    uint64_t id;
+    int64_t exp;
+    int n = lc_token_make(s, LC_TOK_SUBSCRIBE, 4242, 1800000000, t, sizeof t);
+    CHECK(n > 0 && (size_t)n == strlen(t) && t[0] == 's');
+    CHECK(lc_token_check(s, t, (size_t)n, 1700000000, &action, &id, &exp) == LC_TOK_OK && action == 's' &&
+          id == 4242 && exp == 1800000000);
+    for (int i = 0; i <= n; i++) /* upper-cased by a mail system: still valid */
+        u[i] = (char)((t[i] >= 'a' && t[i] <= 'z') ? t[i] - 32 : t[i]);
+    CHECK(lc_token_check(s, u, (size_t)n, 1700000000, &action, &id, &exp) == LC_TOK_OK && id == 4242);
+    CHECK(lc_token_check(s, t, (size_t)n, 1900000000, &action, &id, &exp) == LC_TOK_EXPIRED && id == 4242);
+    strcpy(u, t);
+    u[0] = 'u'; /* same id and expiry, other action */
+    CHECK(lc_token_check(s, u, (size_t)n, 1700000000, &action, &id, &exp) == LC_TOK_FORGED);
+    strcpy(u, t);
+    u[1] = u[1] == '1' ? '2' : '1'; /* other subscriber */
+    CHECK(lc_token_check(s, u, (size_t)n, 1700000000, &action, &id, &exp) == LC_TOK_FORGED);
+    strcpy(u, t);
+    u[n - 1] = u[n - 1] == '0' ? '1' : '0';
+    CHECK(lc_token_check(s, u, (size_t)n, 1700000000, &action, &id, &exp) == LC_TOK_FORGED);
+    n = lc_token_make(s, LC_TOK_ONECLICK, UINT64_MAX, 0, t, sizeof t); /* never expires; longest id */
+    CHECK(n > 0 && n < LC_TOKEN_MAX);
+    CHECK(lc_token_check(s, t, (size_t)n, INT64_MAX, &action, &id, &exp) == LC_TOK_OK && id == UINT64_MAX);
+    CHECK(lc_token_make(s, 'x', 1, 0, t, sizeof t) == -1);
+    CHECK(lc_token_make(s, LC_TOK_APPROVE, 1, 0, t, 5) == -1);
+    const char *bad[] = {"", "s", "x1-0-0000000000000000", "s1-0-000000000000000", "s1--0000000000000000",
+                         "s01-0-0000000000000000", "s1-0-000000000000000w", "s1-0-0000000000000000-"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(lc_token_check(s, bad[i], strlen(bad[i]), 0, &action, &id, &exp) == LC_TOK_MALFORMED);
+    CHECK(strcmp(lc_token_why(LC_TOK_EXPIRED), "expired token") == 0);
+    lc_secret_free(s);
+}
+
 static char order[16];
 static int norder;
 
@@ -301,6 +340,7 @@ int main(void)
     test_secret();
     test_schema();
     test_loop();
+    test_token();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
