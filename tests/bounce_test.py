@@ -21,8 +21,6 @@ and deleted; the log line format is checked; SIGTERM gives exit 0. Every wait is
 is stopped and the temporary directory removed.
 """
 import collections
-import hashlib
-import hmac
 import os
 import re
 import subprocess
@@ -47,28 +45,13 @@ DSN_FLOOR = 0.77
 LIST = "announce@lists.example.org"
 DOMAIN = "lists.example.org"
 STREAM = "lc:stream:bounces"
-B32 = "0123456789abcdefghijklmnopqrstuv"
 
 
 # ---- VERP, as common/lc_verp.c makes it ----
 
-def b32(v):
-    s = ""
-    while True:
-        s = B32[v & 31] + s
-        v >>= 5
-        if not v:
-            return s
-
-
-def verp(key, post, sub, domain=DOMAIN, forge=False):
-    p, s = b32(post), b32(sub)
-    msg = b"verp\0" + p.encode() + b"\0" + s.encode() + b"\0" + domain.encode()
-    bits = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:8], "big")
-    m = "".join(B32[(bits >> (59 - 5 * i)) & 31] for i in range(12))
-    if forge:  # change one digit of the MAC
-        m = m[:-1] + ("0" if m[-1] != "0" else "1")
-    return f"bounce-{p}-{s}-{m}@{domain}"
+def verp(key, post, sub, forge=False):
+    addr = lctest.verp_encode(key, post, sub, DOMAIN)
+    return lctest.verp_forge(addr) if forge else addr  # forge: change one digit of the MAC
 
 
 # ---- messages ----
@@ -267,9 +250,7 @@ def part_b(ck):
         sock = url[len("unix://"):]
         key = os.urandom(32)
         secret = os.path.join(procs.tmp, "secret")
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, key.hex().encode() + b"\n")
-        os.close(fd)
+        lctest.write_secret(secret, key)
 
         subs = {  # sid: address
             7: "alice@example.com",   # hard DSN (pending for our consumer before the start)

@@ -30,6 +30,10 @@ import traceback
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lctest  # noqa: E402
+from lctest import free_port  # noqa: E402
+
 BIN_DIR = os.environ.get("LC_BIN_DIR", "/work/main/build-cli/bin")
 LIBEXEC_DIR = os.environ.get("LC_LIBEXEC_DIR", os.path.join(BIN_DIR, "..", "libexec", "listcast"))
 LISTCAST = os.path.join(BIN_DIR, "listcast")
@@ -41,7 +45,7 @@ results = {"passed": 0, "failed": 0, "skipped": 0}
 skips = []
 
 
-class Fail(Exception):
+class Fail(AssertionError):
     pass
 
 
@@ -56,82 +60,11 @@ def skip(what):
     print(f"SKIP {what}", flush=True)
 
 
-# ---- a tiny Redis client (RESP2 over a unix socket) -----------------------------------------------------------
-
-class RedisError(Exception):
-    pass
-
-
-class Redis:
-    def __init__(self, path, timeout=10):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
-
-    def __call__(self, *args):
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(parts))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise RedisError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RedisError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            return self.f.read(n + 2)[:-2].decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise RedisError(f"bad reply {line!r}")
-
-
-def wait_redis(path, seconds=10):
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            r = Redis(path, timeout=2)
-            if r("PING") == "PONG":
-                return r
-            r.close()
-        except (OSError, RedisError) as e:
-            last = e
-        time.sleep(0.05)
-    raise Fail(f"redis at {path} not answering within {seconds} s: {last}")
-
-
 # ---- helpers ---------------------------------------------------------------------------------------------------
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Ctx:
+    procs = None
     tmp = None
-    redis_proc = None
-    sock = None
     r = None
     url = None
 
@@ -412,9 +345,8 @@ def test_webui():
     port = free_port()
     state = os.path.join(Ctx.tmp, "webstate")
     os.makedirs(state, exist_ok=True)
-    log = open(os.path.join(Ctx.tmp, "webui.log"), "w")
-    proc = subprocess.Popen([WEBUI, "--set", f"redis.url={Ctx.url}", "--set", f"http.listen=127.0.0.1:{port}",
-                             "--set", f"state.dir={state}"], stdout=log, stderr=log)
+    proc = Ctx.procs.start("webui", [WEBUI, "--set", f"redis.url={Ctx.url}", "--set",
+                                     f"http.listen=127.0.0.1:{port}", "--set", f"state.dir={state}"])
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -459,10 +391,7 @@ def test_webui():
         rc = proc.wait(timeout=15)
         check(rc == 0, f"webui exit status after SIGTERM: {rc}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        Ctx.procs.stop(proc, signal.SIGKILL)
 
 
 # ---- listcast up -------------------------------------------------------------------------------------------------
@@ -542,13 +471,7 @@ def up_layout(tmp):
 
 
 def wait_for(what, fn, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise Fail(f"timed out after {seconds} s waiting for {what}")
+    return lctest.wait_for(what, fn, seconds, step=0.1, retry=())
 
 
 def smtp_banner(port):
@@ -590,7 +513,8 @@ def test_up():
         wait_for("GET /healthz == 200", lambda: _healthz(web) == 200, 30)
         # the embedded Redis: durable settings, unix socket only
         sock = os.path.join(state, "redis.sock")
-        r = wait_redis(sock)
+        wait_for("the embedded Redis", lambda: _ping(sock), 10)
+        r = lctest.Redis(sock)
         check(r("CONFIG", "GET", "appendonly") == ["appendonly", "yes"], "appendonly yes")
         check(r("CONFIG", "GET", "appendfsync") == ["appendfsync", "always"], "appendfsync always")
         check(r("CONFIG", "GET", "port") == ["port", "0"], "no TCP port")
@@ -657,6 +581,13 @@ def test_up():
         err.close()
 
 
+def _ping(sock):
+    try:
+        return lctest.redis_cmd(sock, "PING") == "PONG"
+    except (OSError, lctest.RedisError):
+        return False
+
+
 def _healthz(port):
     try:
         return http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)[0]
@@ -665,16 +596,6 @@ def _healthz(port):
 
 
 # ---- main --------------------------------------------------------------------------------------------------------
-
-def start_redis():
-    Ctx.sock = os.path.join(Ctx.tmp, "redis.sock")
-    Ctx.url = "unix://" + Ctx.sock
-    Ctx.redis_proc = subprocess.Popen(
-        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0", "--unixsocket", Ctx.sock,
-         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", Ctx.tmp],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    Ctx.r = wait_redis(Ctx.sock)
-
 
 TESTS = [test_help, test_usage_errors, test_list, test_sub, test_sub_bulk, test_post, test_config, test_webui,
          test_up]
@@ -685,9 +606,11 @@ def main():
         print(f"cli_test: {LISTCAST} not found (set LC_BIN_DIR)")
         return 1
     only = sys.argv[1:]
-    Ctx.tmp = tempfile.mkdtemp(prefix="lc-cli-")
+    Ctx.procs = lctest.Procs()
+    Ctx.tmp = Ctx.procs.tmp
     try:
-        start_redis()
+        _, Ctx.url = lctest.start_redis(Ctx.procs, durable=False)
+        Ctx.r = lctest.Redis(Ctx.url)
         for t in TESTS:
             if only and t.__name__ not in only:
                 continue
@@ -699,19 +622,12 @@ def main():
             except Exception as e:
                 results["failed"] += 1
                 print(f"FAIL {t.__name__}: {e}", flush=True)
-                if not isinstance(e, Fail):
+                if not isinstance(e, AssertionError):
                     traceback.print_exc()
     finally:
         if Ctx.r:
             Ctx.r.close()
-        if Ctx.redis_proc:
-            Ctx.redis_proc.terminate()
-            try:
-                Ctx.redis_proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                Ctx.redis_proc.kill()
-                Ctx.redis_proc.wait()
-        shutil.rmtree(Ctx.tmp, ignore_errors=True)
+        Ctx.procs.close()
     if skips:
         print("skipped: " + "; ".join(skips))
     print(f"{results['passed']} passed, {results['failed']} failed, {results['skipped']} skipped")

@@ -22,15 +22,29 @@ LISTCAST = os.path.join(BIN_DIR, "listcast")
 B32 = "0123456789abcdefghijklmnopqrstuv"
 
 
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free on host a moment ago."""
+def _bindable(host, port):
     with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
-def wait_for(what, fn, timeout=30.0, step=0.05):
-    """Call fn until it returns a true value; fail after timeout seconds."""
+def free_port(host="127.0.0.1", also=()):
+    """A TCP port that was free on host (and on every address in also) a moment ago."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if all(_bindable(a, port) for a in also):
+            return port
+    raise RuntimeError(f"no port free on {host} and {list(also)}")
+
+
+def wait_for(what, fn, timeout=30.0, step=0.05, retry=Exception):
+    """Call fn until it returns a true value; fail after timeout seconds. Exceptions of the classes in retry
+    (all by default) are retried until the deadline, others propagate at once (retry=() for none)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -38,7 +52,7 @@ def wait_for(what, fn, timeout=30.0, step=0.05):
             last = fn()
             if last:
                 return last
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
+        except retry as e:  # noqa: BLE001 - retried until the deadline
             last = e
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
@@ -108,6 +122,10 @@ def start_redis(procs, durable=True):
     return p, "unix://" + sock
 
 
+class RedisError(RuntimeError):
+    """An error reply from Redis (-ERR ...)."""
+
+
 def _resp_encode(args):
     out = [b"*%d\r\n" % len(args)]
     for a in args:
@@ -116,7 +134,7 @@ def _resp_encode(args):
     return b"".join(out)
 
 
-def _resp_read(f):
+def _resp_read(f, raw=False):
     line = f.readline()
     if not line:
         raise ConnectionError("redis closed the connection")
@@ -124,7 +142,7 @@ def _resp_read(f):
     if t == b"+":
         return rest.decode()
     if t == b"-":
-        raise RuntimeError(rest.decode())
+        raise RedisError(rest.decode())
     if t == b":":
         return int(rest)
     if t == b"$":
@@ -132,21 +150,50 @@ def _resp_read(f):
         if n < 0:
             return None
         data = f.read(n + 2)[:-2]
-        return data.decode("utf-8", "surrogateescape")
+        return data if raw else data.decode("utf-8", "surrogateescape")
     if t == b"*":
         n = int(rest)
-        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+        return None if n < 0 else [_resp_read(f, raw) for _ in range(n)]
     raise RuntimeError(f"bad RESP line {line!r}")
+
+
+class Redis:
+    """One connection over the unix socket (path or unix:// URL), kept open: r.cmd(*args) or r(*args) runs a
+    command and returns the decoded reply; raw=True gives bulk strings as bytes."""
+
+    def __init__(self, sock_or_url, timeout=10, raw=False):
+        path = sock_or_url[len("unix://"):] if sock_or_url.startswith("unix://") else sock_or_url
+        self.raw = raw
+        self.sock = socket.socket(socket.AF_UNIX)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.f = self.sock.makefile("rb")
+
+    def cmd(self, *args):
+        self.sock.sendall(_resp_encode(args))
+        return _resp_read(self.f, self.raw)
+
+    __call__ = cmd
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def redis_cmd(sock_or_url, *args):
     """Run one Redis command over the unix socket (path or unix:// URL); returns the decoded reply."""
-    path = sock_or_url[len("unix://"):] if sock_or_url.startswith("unix://") else sock_or_url
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(path)
-        s.sendall(_resp_encode(args))
-        return _resp_read(s.makefile("rb"))
+    with Redis(sock_or_url) as r:
+        return r.cmd(*args)
 
 
 def b32(v):
@@ -158,8 +205,16 @@ def b32(v):
             return s
 
 
+def _verp_mac(key, p, s, domain):
+    """The 12 digits: first 60 bits of HMAC-SHA256(key, "verp" NUL P NUL S NUL DOMAIN)."""
+    msg = b"verp\0" + p.encode() + b"\0" + s.encode() + b"\0" + domain.encode()
+    bits = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:8], "big")
+    return "".join(B32[(bits >> (59 - 5 * i)) & 31] for i in range(12))
+
+
 def verp_decode(key, addr):
-    """Decode a VERP address with the raw secret key; returns (post, sub) or None if unsigned/forged."""
+    """Decode a VERP address with the raw secret key; returns (post, sub) or None if unsigned/forged/malformed
+    (like lc_verp_decode: case-insensitive, P and S without leading zeros)."""
     local, _, domain = addr.lower().rpartition("@")
     if not local.startswith("bounce-"):
         return None
@@ -167,25 +222,38 @@ def verp_decode(key, addr):
     if len(parts) != 3 or len(parts[2]) != 12:
         return None
     p, s, m = parts
-    msg = b"verp\0" + p.encode() + b"\0" + s.encode() + b"\0" + domain.encode()
-    bits = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:8], "big")
-    want = "".join(B32[(bits >> (59 - 5 * i)) & 31] for i in range(12))
-    if not hmac.compare_digest(want, m):
+    try:
+        post, sub = int(p, 32), int(s, 32)
+    except ValueError:
         return None
-    return int(p, 32), int(s, 32)
+    if b32(post) != p or b32(sub) != s:
+        return None
+    if not hmac.compare_digest(_verp_mac(key, p, s, domain), m):
+        return None
+    return post, sub
 
 
 def verp_encode(key, post, sub, domain):
     p, s = b32(post), b32(sub)
-    msg = b"verp\0" + p.encode() + b"\0" + s.encode() + b"\0" + domain.encode()
-    bits = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:8], "big")
-    m = "".join(B32[(bits >> (59 - 5 * i)) & 31] for i in range(12))
-    return f"bounce-{p}-{s}-{m}@{domain}"
+    return f"bounce-{p}-{s}-{_verp_mac(key, p, s, domain)}@{domain}"
+
+
+def verp_forge(addr):
+    """The VERP address with the last digit of its MAC changed."""
+    local, _, domain = addr.rpartition("@")
+    return local[:-1] + ("0" if local[-1] != "0" else "1") + "@" + domain
 
 
 def read_secret(path):
     with open(path) as f:
         return bytes.fromhex(f.read().strip())
+
+
+def write_secret(path, key):
+    """Write the raw key as a secret file (hex, mode 600), as listcast's daemons read it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
 
 
 class Checks:

@@ -4,29 +4,28 @@
 Starts its own redis-server (temp dir, unix socket, --port 0, appendonly yes, appendfsync always), writes a
 secret file, creates lists directly in Redis as schema/SCHEMA.md describes, starts
 $LC_LIBEXEC_DIR/listcast-listd (default /work/main/build-listd/libexec/listcast) on a free loopback port and
-talks SMTP to it over raw sockets (so pipelining and raw bytes can be sent). VERP addresses are computed here
-exactly as common/lc_verp.h describes, independently of lc_verp.c.
+talks SMTP to it over raw sockets (so pipelining and raw bytes can be sent). VERP addresses are computed (in
+lctest.py) exactly as common/lc_verp.h describes, independently of lc_verp.c.
 
 Prints one line per check (and the listd log when a check failed or LC_TEST_VERBOSE is set; LC_TEST_KEEP
 keeps the temporary directory); exits 0 when every check passed, 1 otherwise. Always kills what it started. Every
 wait is bounded (socket timeouts, deadlines, and an overall alarm).
 """
 
-import hashlib
-import hmac
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lctest  # noqa: E402
+from lctest import verp_encode as verp  # noqa: E402
 
 LIBEXEC = os.environ.get("LC_LIBEXEC_DIR", "/work/main/build-listd/libexec/listcast")
 LISTD = os.path.join(LIBEXEC, "listcast-listd")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 MAX_SIZE = 65536
 OVERALL_TIMEOUT = 150
 IO_TIMEOUT = 10
@@ -42,89 +41,9 @@ class Failure(Exception):
     pass
 
 
-# ---------------------------------------------------------------- a minimal RESP client
-
-class Redis:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(IO_TIMEOUT)
-        self.s.connect(path)
-        self.buf = b""
-
-    def close(self):
-        self.s.close()
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                raise Failure("redis closed the connection")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            d = self.s.recv(65536)
-            if not d:
-                raise Failure("redis closed the connection")
-            self.buf += d
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def _reply(self):
-        line = self._line()
-        t, rest = line[:1], line[1:]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise Failure("redis error: " + rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n)
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise Failure("bad RESP line %r" % line)
-
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.s.sendall(b"".join(out))
-        return self._reply()
-
-
 def hgetall(r, key):
     v = r.cmd("HGETALL", key)
     return {v[i].decode(): v[i + 1] for i in range(0, len(v), 2)}
-
-
-# ---------------------------------------------------------------- VERP, from common/lc_verp.h
-
-B32 = "0123456789abcdefghijklmnopqrstuv"
-
-
-def b32(v):
-    s = ""
-    while True:
-        s = B32[v & 31] + s
-        v >>= 5
-        if not v:
-            return s
-
-
-def verp(secret, post, sub, domain):
-    """bounce-P-S-M@DOMAIN; M = first 60 bits of HMAC-SHA256(secret, "verp" NUL P NUL S NUL DOMAIN), 12 digits."""
-    p, s = b32(post), b32(sub)
-    mac = hmac.new(secret, b"verp\0" + p.encode() + b"\0" + s.encode() + b"\0" + domain.encode(),
-                   hashlib.sha256).digest()
-    bits = int.from_bytes(mac[:8], "big") >> 4
-    m = "".join(B32[(bits >> (55 - 5 * i)) & 31] for i in range(12))
-    return "bounce-%s-%s-%s@%s" % (p, s, m, domain)
 
 
 # ---------------------------------------------------------------- SMTP over a raw socket
@@ -188,67 +107,50 @@ def expect(got, code, esc=None, what=""):
     return text
 
 
+def to_data(c):
+    """MAIL FROM:<a@ex.test>, RCPT TO:<news@lists.test> and DATA, each accepted."""
+    expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
+    expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
+    expect(c.cmd("DATA"), 354, None, "DATA")
+
+
 # ---------------------------------------------------------------- the test harness
 
 class Harness:
     def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="listd-test-")
-        self.sock = os.path.join(self.tmp, "redis.sock")
+        self.procs = lctest.Procs()
+        self.tmp = self.procs.tmp
+        self.ck = lctest.Checks()
         self.redis_proc = None
+        self.url = None
         self.listd = None
         self.port = None
         self.secret = os.urandom(32)
-        self.passed = 0
-        self.failed = 0
-        self.log_path = os.path.join(self.tmp, "listd.log")
 
     # processes
     def start_redis(self):
-        if os.path.exists(self.sock):
-            os.unlink(self.sock)
-        self.redis_proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
-             "--dir", self.tmp, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--daemonize", "no", "--logfile", os.path.join(self.tmp, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                r = Redis(self.sock)
-                if r.cmd("PING") == "PONG":
-                    return r
-            except (OSError, Failure):
-                time.sleep(0.05)
-        raise Failure("redis-server did not start")
+        """Starts redis-server (durable: the AOF in the same dir is read again after a restart); returns a
+        connection that gives bulk strings as bytes."""
+        self.redis_proc, self.url = lctest.start_redis(self.procs, durable=True)
+        return lctest.Redis(self.url, timeout=IO_TIMEOUT, raw=True)
 
     def kill_redis(self):
-        if self.redis_proc and self.redis_proc.poll() is None:
-            self.redis_proc.kill()
-            self.redis_proc.wait(timeout=10)
+        if self.redis_proc:
+            self.procs.stop(self.redis_proc, signal.SIGKILL, timeout=10)
         self.redis_proc = None
 
-    def free_port(self):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        return p
-
     def start_listd(self):
-        with open(os.path.join(self.tmp, "secret"), "w") as f:
-            f.write(self.secret.hex() + "\n")
-        os.chmod(os.path.join(self.tmp, "secret"), 0o600)
-        self.port = self.free_port()
-        args = [LISTD, "--set", "redis.url=unix://" + self.sock,
+        lctest.write_secret(os.path.join(self.tmp, "secret"), self.secret)
+        self.port = lctest.free_port()
+        args = [LISTD, "--set", "redis.url=" + self.url,
                 "--set", "smtp.listen=127.0.0.1:%d" % self.port,
                 "--set", "state.dir=" + self.tmp,
                 "--set", "secret.file=" + os.path.join(self.tmp, "secret"),
                 "--set", "smtp.hostname=mx.lists.test",
                 "--set", "smtp.max_message_size=%d" % MAX_SIZE, "-v"]
-        self.logf = open(self.log_path, "w")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        self.listd = subprocess.Popen(args, stdout=self.logf, stderr=self.logf, env=env)
+        self.listd = self.procs.start("listd", args, env=env)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.listd.poll() is not None:
@@ -264,33 +166,20 @@ class Harness:
         raise Failure("listd did not start listening")
 
     def cleanup(self):
-        if self.listd and self.listd.poll() is None:
-            self.listd.kill()
-            try:
-                self.listd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        if self.listd:
+            self.procs.stop(self.listd, signal.SIGKILL, timeout=10)
         self.kill_redis()
-        if os.environ.get("LC_TEST_KEEP"):
-            print("kept %s" % self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.procs.close(keep=bool(os.environ.get("LC_TEST_KEEP")))
 
     def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.procs.log("listd")
 
     def check(self, name, fn):
         try:
             fn()
-            print("ok   %s" % name, flush=True)
-            self.passed += 1
+            self.ck.check(True, name)
         except Exception as e:  # noqa: BLE001 - report every failure and go on
-            print("FAIL %s: %s: %s" % (name, type(e).__name__, e), flush=True)
-            self.failed += 1
+            self.ck.check(False, "%s: %s: %s" % (name, type(e).__name__, e))
 
     # helpers
     def session(self, ehlo=True):
@@ -326,7 +215,7 @@ def main():
     h = Harness()
     try:
         return run(h)
-    except Failure as e:
+    except (Failure, AssertionError) as e:
         print("FAIL harness: %s" % e)
         tail = h.log()[-3000:]
         if tail:
@@ -484,30 +373,22 @@ def run(h):
     def long_data_line():
         seq0 = h.seq()
         c = h.session()
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send(message("long line", "short\r\n" + "L" * 1200 + "\r\nmore\r\n") + ".\r\n")
         expect(c.reply(), 500, "5.5.2", "overlong text line")
         expect(c.cmd("NOOP"), 250, None, "NOOP after")
         # the same with the long line in pieces and no CRLF for a while
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send(message("long line 2", "A" * 5000))
         time.sleep(0.2)
         c.send("B" * 5000 + "\r\n.\r\n")
         expect(c.reply(), 500, "5.5.2", "overlong text line in pieces")
         # a message over smtp.max_message_size
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send(message("big", ("x" * 98 + "\r\n") * (MAX_SIZE // 100 + 10)) + ".\r\n")
         expect(c.reply(), 552, "5.3.4", "message too big")
         # NUL in the text
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send(message("nul", "a\0b\r\n") + ".\r\n")
         expect(c.reply(), 550, "5.6.0", "NUL in text")
         expect(c.cmd("QUIT"), 221, None, "QUIT")
@@ -518,9 +399,7 @@ def run(h):
     def bare_lf():
         seq0 = h.seq()
         c = h.session()
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send("Subject: smuggle\r\n\r\nline\n.\nMAIL FROM:<evil@ex.test>\r\n")
         expect(c.reply(), 550, "5.5.2", "bare LF")
         if not c.closed():
@@ -600,10 +479,7 @@ def run(h):
 
     def forged_verp():
         x0 = h.xlen("lc:stream:bounces")
-        good = verp(h.secret, 7, 8, "lists.test")
-        local, dom = good.split("@")
-        last = local[-1]
-        forged = local[:-1] + ("0" if last != "0" else "1") + "@" + dom
+        forged = lctest.verp_forge(verp(h.secret, 7, 8, "lists.test"))
         other_key = verp(os.urandom(32), 7, 8, "lists.test")
         c = h.session()
         expect(c.cmd("MAIL FROM:<>"), 250, None, "MAIL")
@@ -672,16 +548,12 @@ def run(h):
         # commands in flight when Redis dies: a stopped Redis holds them, then it is killed
         seq0 = h.seq()
         a = h.session()
-        expect(a.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(a.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(a.cmd("DATA"), 354, None, "DATA")
+        to_data(a)
         a.send(message("in flight"))
         b = h.session()
         expect(b.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
         c = h.session()
-        expect(c.cmd("MAIL FROM:<a@ex.test>"), 250, None, "MAIL")
-        expect(c.cmd("RCPT TO:<news@lists.test>"), 250, None, "RCPT")
-        expect(c.cmd("DATA"), 354, None, "DATA")
+        to_data(c)
         c.send(message("during outage"))
         h.r.close()
         os.kill(h.redis_proc.pid, signal.SIGSTOP)
@@ -771,11 +643,11 @@ def run(h):
     h.check("Redis down (in flight and after): 451 4.3.0, listd keeps running", redis_down)
     h.check("Redis back: listd serves again", redis_back)
     h.check("SIGTERM: exit 0, no sanitizer reports", sigterm)
-    print("%d passed, %d failed" % (h.passed, h.failed))
-    if h.failed or os.environ.get("LC_TEST_VERBOSE"):
+    rc = h.ck.done()
+    if rc or os.environ.get("LC_TEST_VERBOSE"):
         tail = h.log()[-4000:]
         print("--- listd log (tail) ---\n" + tail)
-    return 1 if h.failed else 0
+    return rc
 
 
 if __name__ == "__main__":

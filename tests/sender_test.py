@@ -5,8 +5,8 @@ Starts a throw-away redis-server (unix socket in a temp dir, --port 0), fakemx.p
 (same free port, PIPELINING) and on 127.0.0.13 (--no-pipelining), writes a secret, creates posts directly in
 Redis as schema/SCHEMA.md describes, XADDs delivery batches, runs listcast-sender and checks:
   - every recipient that should be delivered got exactly one message, with its own VERP MAIL FROM that
-    decodes (the HMAC of common/lc_verp.c, re-done here) to its post and subscriber id, and the body arrived
-    intact (dot-stuffing, CRLF, 8-bit);
+    decodes (the HMAC of common/lc_verp.c, re-done in lctest.py) to its post and subscriber id, and the body
+    arrived intact (dot-stuffing, CRLF, 8-bit);
   - counters in lc:post:ID and lc:postdom:ID, state done when delivered+bounced reaches recipients;
   - a 550 at RCPT gives bounced=1 and an lc:stream:bounces entry with the reply; a 451 gives deferred=1;
   - an MX that refuses connections (nothing on 127.0.0.12) falls back to the next MX of the batch;
@@ -19,27 +19,27 @@ Redis as schema/SCHEMA.md describes, XADDs delivery batches, runs listcast-sende
   - an idle connection is closed with QUIT after 10 s;
   - with a pool of 2 connections and 5 destinations, connections out of work give their slot up at once.
 Env: LC_LIBEXEC_DIR (default /work/main/build-sender/libexec/listcast); LC_SENDER_VERBOSE=1 runs the sender with
--v; LC_KEEP_TMP=1 keeps the temp dir (logs). Exits 0 on success. Every wait is
-bounded; everything started is killed at the end.
+-v; LC_KEEP_TMP=1 keeps the temp dir (logs). Prints a line per check and "N passed, N failed"; exits 0 on success.
+Every wait is bounded; everything started is stopped at the end.
 """
 
 import hashlib
-import hmac
 import json
 import os
-import shutil
-import signal
-import socket
+import selectors
 import subprocess
 import sys
-import tempfile
 import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lctest  # noqa: E402
+from lctest import verp_decode, verp_encode  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBEXEC = os.environ.get("LC_LIBEXEC_DIR", "/work/main/build-sender/libexec/listcast")
 SENDER = os.path.join(LIBEXEC, "listcast-sender")
 FAKEMX = os.path.join(HERE, "fakemx.py")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 LIST = "announce@lists.example.org"
 LIST_DOMAIN = "lists.example.org"
@@ -47,62 +47,8 @@ NODE = "node1"
 DELIVERIES = "lc:stream:deliveries"
 BOUNCES = "lc:stream:bounces"
 
-failures = []
-
-
-def check(cond, what):
-    print("%s - %s" % ("ok" if cond else "FAIL", what), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-# ---- a minimal Redis client (RESP2 over a unix socket) ----
-
-class RedisError(Exception):
-    pass
-
-
-class Redis:
-    def __init__(self, path, timeout=10):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(timeout)
-        self.s.connect(path)
-        self.f = self.s.makefile("rb")
-
-    def close(self):
-        self.f.close()
-        self.s.close()
-
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.s.sendall(b"".join(out))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise RedisError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RedisError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2].decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise RedisError("bad reply %r" % line)
+ck = lctest.Checks()
+check = ck.check
 
 
 def hgetall(r, key):
@@ -110,88 +56,23 @@ def hgetall(r, key):
     return dict(zip(v[0::2], v[1::2]))
 
 
-# ---- VERP (common/lc_verp.c) ----
-
-B32 = "0123456789abcdefghijklmnopqrstuv"
-
-
-def b32(v):
-    s = ""
-    while True:
-        s = B32[v & 31] + s
-        v >>= 5
-        if not v:
-            return s
-
-
-def verp_sig(key, post, sub, domain):
-    msg = b"verp\0" + b32(post).encode() + b"\0" + b32(sub).encode() + b"\0" + domain.lower().encode()
-    bits = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:8], "big")
-    return "".join(B32[(bits >> (59 - 5 * i)) & 31] for i in range(12))
-
-
-def verp_encode(key, post, sub, domain):
-    return "bounce-%s-%s-%s@%s" % (b32(post), b32(sub), verp_sig(key, post, sub, domain), domain)
-
-
-def verp_decode(key, addr):
-    """(post, sub) if addr is a VERP address signed with key, else None."""
-    local, _, domain = addr.rpartition("@")
-    if not local.lower().startswith("bounce-"):
-        return None
-    parts = local[7:].lower().split("-")
-    if len(parts) != 3 or len(parts[2]) != 12:
-        return None
-    try:
-        post, sub = int(parts[0], 32), int(parts[1], 32)
-    except ValueError:
-        return None
-    if b32(post) != parts[0] or b32(sub) != parts[1]:
-        return None
-    return (post, sub) if hmac.compare_digest(verp_sig(key, post, sub, domain), parts[2]) else None
-
-
 # ---- processes ----
 
 def wait_for(pred, timeout, what, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except (OSError, RedisError):
-            pass
-        time.sleep(interval)
-    return check(False, "within %g s: %s" % (timeout, what))
+    """True once pred() is; a failed check after timeout seconds."""
+    try:
+        return lctest.wait_for(what, pred, timeout, interval, retry=(OSError, lctest.RedisError))
+    except AssertionError:
+        return check(False, "within %g s: %s" % (timeout, what))
 
 
-def free_port(ips):
-    for _ in range(50):
-        s = socket.socket()
-        s.bind((ips[0], 0))
-        port = s.getsockname()[1]
-        s.close()
-        ok = True
-        for ip in ips:
-            t = socket.socket()
-            try:
-                t.bind((ip, port))
-            except OSError:
-                ok = False
-            t.close()
-        if ok:
-            return port
-    raise RuntimeError("no free port")
-
-
-def start_fakemx(tmp, name, listens, extra):
-    log = os.path.join(tmp, name + ".jsonl")
-    args = [sys.executable, FAKEMX, "--log", log, "--maildir", os.path.join(tmp, name + "-mail")] + extra
+def start_fakemx(procs, name, listens, extra):
+    log = os.path.join(procs.tmp, name + ".jsonl")
+    args = [sys.executable, FAKEMX, "--log", log, "--maildir", os.path.join(procs.tmp, name + "-mail")] + extra
     for l in listens:
         args += ["--listen", l]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, name + ".err"), "w"))
+    p = procs.start(name, args, stdout=subprocess.PIPE)
     deadline = time.monotonic() + 10
-    import selectors
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ)
     line = b""
@@ -205,19 +86,6 @@ def start_fakemx(tmp, name, listens, extra):
     if b"ready" not in line:
         raise RuntimeError("fakemx %s did not start" % name)
     return p, log
-
-
-def stop(p, timeout=10):
-    """SIGTERM, wait; SIGKILL if needed. Returns the exit status (None if it had to be killed)."""
-    if p.poll() is not None:
-        return p.returncode
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(5)
-        return None
 
 
 def read_jsonl(path):
@@ -276,25 +144,20 @@ def xadd(r, post, hosts, addrs, extra_lines=""):
 
 def main():
     if not os.access(SENDER, os.X_OK):
-        print("FAIL - no sender at %s (set LC_LIBEXEC_DIR)" % SENDER)
-        return 1
-    tmp = tempfile.mkdtemp(prefix="lc-sender-test-")
-    procs = []
+        check(False, "no sender at %s (set LC_LIBEXEC_DIR)" % SENDER)
+        return ck.done()
+    procs = lctest.Procs()
+    tmp = procs.tmp
     sender = None
-    ok = False
     try:
         # Redis
-        sock = os.path.join(tmp, "redis.sock")
-        rp = subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-                               "--save", "", "--appendonly", "no", "--dir", tmp],
-                              stdout=open(os.path.join(tmp, "redis.log"), "w"), stderr=subprocess.STDOUT)
-        procs.append(rp)
-        wait_for(lambda: Redis(sock).cmd("PING") == "PONG", 10, "redis-server answers PING")
-        r = Redis(sock)
+        _, url = lctest.start_redis(procs, durable=False)
+        r = lctest.Redis(url)
 
         # MX hosts: .10 and .11 pipelining, .12 nothing, .13 no pipelining
         pool_ips = ["127.0.0.%d" % i for i in range(15, 20)]
-        port = free_port(["127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"] + pool_ips)
+        port = lctest.free_port("127.0.0.10",
+                                also=["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"] + pool_ips)
         key = os.urandom(32)
         rules = [
             {"stage": "connect", "listen": "127.0.0.14", "reply": "554 5.3.2 not accepting mail"},
@@ -316,19 +179,15 @@ def main():
         ]
         with open(os.path.join(tmp, "rules.json"), "w") as f:
             json.dump(rules, f)
-        mx, mxlog = start_fakemx(tmp, "mx", ["%s:%d" % (ip, port) for ip in
-                                             ["127.0.0.10", "127.0.0.11", "127.0.0.14"] + pool_ips],
+        mx, mxlog = start_fakemx(procs, "mx", ["%s:%d" % (ip, port) for ip in
+                                               ["127.0.0.10", "127.0.0.11", "127.0.0.14"] + pool_ips],
                                  ["--script", os.path.join(tmp, "rules.json")])
-        procs.append(mx)
-        mx2, mx2log = start_fakemx(tmp, "mx2", ["127.0.0.13:%d" % port],
+        mx2, mx2log = start_fakemx(procs, "mx2", ["127.0.0.13:%d" % port],
                                    ["--script", os.path.join(tmp, "rules.json"), "--no-pipelining"])
-        procs.append(mx2)
 
         # secret
         secret = os.path.join(tmp, "secret")
-        with open(secret, "w") as f:
-            f.write(key.hex() + "\n")
-        os.chmod(secret, 0o600)
+        lctest.write_secret(secret, key)
 
         # list and posts
         r.cmd("HSET", "lc:list:" + LIST, "address", LIST, "id", 1, "policy", "announce", "owner",
@@ -375,15 +234,12 @@ def main():
         xadd(r, 7, "mx.h.test=%s mx2.h.test=%s" % (H14, H11), h11)
 
         # the sender
-        slog_path = os.path.join(tmp, "sender.log")
-        args = [SENDER, "--set", "redis.url=unix://" + sock, "--set", "sender.mx_port=%d" % port,
+        args = [SENDER, "--set", "redis.url=" + url, "--set", "sender.mx_port=%d" % port,
                 "--set", "secret.file=" + secret, "--set", "state.dir=" + tmp, "--set", "node.name=" + NODE,
                 "--set", "smtp.hostname=sender.test", "--set", "sender.concurrency=20", "--set", "sender.per_mx=5"]
         if os.environ.get("LC_SENDER_VERBOSE"):
             args.append("-v")
-        slog = open(slog_path, "w")
-        sender = subprocess.Popen(args, stdout=slog, stderr=slog)
-        procs.append(sender)
+        sender = procs.start("sender", args)
 
         posts = {1: 23, 2: 2, 3: 8, 4: 4, 5: 3, 7: 4}
 
@@ -502,8 +358,7 @@ def main():
               "a bad address line is bounced locally with 550 5.1.3")
 
         # ---- the log ----
-        with open(slog_path) as f:
-            text = f.read()
+        text = procs.log("sender")
         check("post=1 rcpt=<u1@a.test> delivered host=mx.a.test[%s:%d] reply=\"250 2.0.0 Ok" % (H10, port) in text,
               "log line: post=1 rcpt=<u1@a.test> delivered host=mx.a.test[...] reply=\"250 ...\"")
         check("post=1 rcpt=<bad@b.test> bounced" in text and "post=1 rcpt=<later@b.test> deferred" in text,
@@ -517,13 +372,11 @@ def main():
         xadd(r, 6, "mx.f.test=" + H10, ["slow@f.test"])
         wait_for(lambda: r.cmd("XPENDING", DELIVERIES, "sender")[0] == 1, 10, "the slow batch is read")
         time.sleep(1.0)  # the server holds the RCPT reply for 4 s
-        rc = stop(sender)
+        rc = procs.stop(sender, timeout=10)
         check(rc == 0, "SIGTERM: the sender exits 0 (status %s)" % rc)
         check(r.cmd("XPENDING", DELIVERIES, "sender")[0] == 1, "the unfinished batch stays pending")
-        slog2 = open(os.path.join(tmp, "sender2.log"), "w")
         args2 = args + ["--set", "sender.concurrency=2", "--set", "sender.per_mx=1"] + ([] if "-v" in args else ["-v"])
-        sender = subprocess.Popen(args2, stdout=slog2, stderr=slog2)
-        procs.append(sender)
+        sender = procs.start("sender2", args2)
         wait_for(lambda: hgetall(r, "lc:post:6").get("delivered") == "1" and
                  r.cmd("XPENDING", DELIVERIES, "sender")[0] == 0, 30,
                  "after a restart the pending batch is re-read and delivered")
@@ -532,8 +385,7 @@ def main():
         check(hgetall(r, "lc:post:6").get("state") == "done", "post 6 done")
 
         def quit_sent():
-            with open(os.path.join(tmp, "sender2.log")) as f:
-                t = f.read()
+            t = procs.log("sender2")
             return "> QUIT" in t and "closed after 1 transactions: QUIT" in t
         if wait_for(quit_sent, 20, "an idle connection is closed with QUIT after 10 s"):
             check(True, "an idle connection is closed with QUIT after 10 s")
@@ -554,33 +406,21 @@ def main():
         check(all(sum(1 for m in msgs if m["rcpts"] == [a]) == 1 and
                   next(m for m in msgs if m["rcpts"] == [a])["listen"] == "%s:%d" % (ip, port)
                   for ip, lst in pool_rcpts.items() for a in lst), "each pool recipient: one message, at its MX")
-        rc = stop(sender)
+        rc = procs.stop(sender, timeout=10)
         check(rc == 0, "second SIGTERM: exit 0 (status %s)" % rc)
-        ok = not failures
     except Exception as e:  # report, clean up, fail
-        import traceback
         traceback.print_exc()
         check(False, "test raised %r" % e)
     finally:
-        for p in procs:
-            try:
-                stop(p, 5)
-            except Exception:
-                pass
-        if not ok:
-            for name in ("sender.log", "sender2.log", "mx.err", "mx2.err"):
-                path = os.path.join(tmp, name)
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        lines = f.readlines()
-                    print("---- %s (last 60 lines) ----" % name)
-                    sys.stdout.write("".join(lines[-60:]))
-        if os.environ.get("LC_KEEP_TMP"):
-            print("kept", tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print("sender_test: %s (%d failures)" % ("PASS" if ok else "FAIL", len(failures)))
-    return 0 if ok else 1
+        for p in reversed(procs.procs):
+            procs.stop(p, timeout=5)
+        if ck.failed:
+            for name in ("sender", "sender2", "mx", "mx2"):
+                if os.path.exists(os.path.join(tmp, name + ".log")):
+                    print("---- %s.log (last 60 lines) ----" % name)
+                    sys.stdout.write("".join(procs.log(name).splitlines(True)[-60:]))
+        procs.close()
+    return ck.done()
 
 
 if __name__ == "__main__":
