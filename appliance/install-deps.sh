@@ -17,7 +17,13 @@ PKGS=(
   dnsmasq-base                            # tests: a DNS server for the test MX records
   python3                                 # tests: orchestration, fake MX hosts
   clang                                   # fuzz targets (libFuzzer)
+  chromium nodejs                         # browser tests of the web UI (playwright-core drives chromium)
+  wrk                                     # bench/webui.sh: HTTP load generator
+  gnutls-bin                              # tests: certtool makes listd's STARTTLS test certificates
+  openssl                                 # tests: the sender tests make MX certificates with it
 )
+# npm for the browser tests' playwright-core (tests/browser); some nodejs packages carry npm themselves.
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -71,6 +71,11 @@ static const struct cfg_key keys[] = {
     {"sender.mx_backoff", T_INT, "300", 1, 86400, "seconds an MX host stays marked down after a failure", NULL},
     {"sender.fallback_relay", T_RELAY, "", 0, 0, "HOST:PORT taking recipients whose first attempt was deferred", NULL},
     {"sender.tls", T_ENUM, "may", 0, 0, "STARTTLS to MX hosts: none, may (opportunistic) or encrypt", "none|may|encrypt"},
+    {"sender.reply_timeout", T_INT, "60", 1, 3600,
+     "seconds the sender waits for a whole SMTP reply (or write progress) before dropping the connection", NULL},
+    /* webui: HTTPS */
+    {"http.tls_cert", T_STR, "", 0, 0, "PEM certificate chain for the admin web UI; empty: plain HTTP", NULL},
+    {"http.tls_key", T_STR, "", 0, 0, "PEM private key for http.tls_cert", NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

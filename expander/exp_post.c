@@ -15,6 +15,10 @@
  * state, so two expanders that got the same entry do not both write it. While a post is being expanded the
  * entry is XCLAIMed to ourselves (JUSTID) every TOUCH_MS, so another expander's XAUTOCLAIM leaves it alone.
  *
+ * Notices (schema/SCHEMA.md "Notices": a post hash with kind=notice, from listd: confirmations, help replies,
+ * moderation notices): no HSCAN and no suppression check; the one recipient `to` (subscriber id `sub`) is routed
+ * like any recipient and its batch carries the extra field `from` = `envelope_from` ("" for <>).
+ *
  * Limits and known gaps: a transaction holds at most CHUNK_CMDS commands; a post needing several (over about
  * 100,000 recipients at the default batch size) that crashes between them is expanded again from the start,
  * so the batches of the first transactions are queued twice (at-least-once). Recipients of domains whose DNS
@@ -56,6 +60,10 @@ struct post {
     char key[LC_KEY_MAX];     /* lc:post:ID */
     char domkey[LC_KEY_MAX];  /* lc:postdom:ID */
     char list[LC_ADDR_MAX + 1];
+    int notice;                     /* kind=notice: one recipient, envelope sender given */
+    char to[LC_ADDR_MAX + 1];       /* notice: its recipient (normalised) */
+    uint64_t to_sub;                /* notice: the recipient's subscriber id, or 0 */
+    char from[LC_ADDR_MAX + 1];     /* notice: the envelope sender ("" for <>) */
     int64_t touched;
     size_t suppressed, invalid, dups;
     char err[512];
@@ -120,14 +128,37 @@ static int parse_u64(const char *s, size_t len, uint64_t *out)
 
 /* ---- reading ---- */
 
+/* load_notice reads the recipient and envelope sender of a notice (HMGET elements 3..5, SCHEMA.md "Notices").
+ * A notice without a valid recipient is acknowledged without sending (PR_DONE). */
+static int load_notice(struct post *p, const redisReply *r)
+{
+    const char *why = "no recipient";
+    const redisReply *to = r->element[3], *sub = r->element[4], *from = r->element[5];
+    p->notice = 1;
+    if (to->type != REDIS_REPLY_STRING || lc_addr_norm(to->str, to->len, p->to, &why) < 0) {
+        lc_warn("post=%s notice with a bad recipient (%s): acknowledged without sending", p->ids, why);
+        return PR_DONE;
+    }
+    if (sub->type != REDIS_REPLY_STRING || parse_u64(sub->str, sub->len, &p->to_sub) < 0)
+        p->to_sub = 0;
+    p->from[0] = 0;
+    if (from->type == REDIS_REPLY_STRING && from->len > 0 &&
+        lc_addr_norm(from->str, from->len, p->from, &why) < 0) {
+        lc_warn("post=%s notice with a bad envelope sender (%s): using <>", p->ids, why);
+        p->from[0] = 0;
+    }
+    return PR_OK;
+}
+
 /* load reads the post's list and state; PR_DONE when there is nothing to expand (and it was acknowledged). */
 static int load(struct post *p)
 {
-    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HMGET %s list state", p->key);
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HMGET %s list state kind to sub envelope_from",
+                                 p->key);
     if (!r)
         return fail(p, "HMGET");
     int rc = PR_OK;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
         snprintf(p->err, sizeof p->err, "unexpected HMGET reply");
         rc = PR_DATA;
     } else if (r->element[0]->type != REDIS_REPLY_STRING) {
@@ -143,6 +174,8 @@ static int load(struct post *p)
     } else {
         memcpy(p->list, r->element[0]->str, r->element[0]->len);
         p->list[r->element[0]->len] = 0;
+        if (r->element[2]->type == REDIS_REPLY_STRING && !strcmp(r->element[2]->str, "notice"))
+            rc = load_notice(p, r);
     }
     freeReplyObject(r);
     if (rc == PR_DATA)
@@ -416,13 +449,22 @@ struct totals {
 
 static int write_batch(struct post *p, const char *hosts, struct lc_buf *rcpts)
 {
-    const char *argv[9] = {"XADD", LC_S_DELIVERIES, "*", "post", p->ids, "hosts", hosts, "rcpts",
-                           lc_buf_data(rcpts)};
-    size_t lens[9];
-    for (int i = 0; i < 8; i++)
+    const char *argv[11] = {"XADD", LC_S_DELIVERIES, "*", "post", p->ids, "hosts", hosts, "from", p->from,
+                            "rcpts", lc_buf_data(rcpts)};
+    size_t lens[11];
+    for (int i = 0; i < 10; i++)
         lens[i] = strlen(argv[i]);
-    lens[8] = lc_buf_len(rcpts);
-    int rc = add(p, 9, argv, lens);
+    lens[10] = lc_buf_len(rcpts);
+    int rc;
+    if (p->notice) { /* the extra field "from": the sender uses it as MAIL FROM */
+        rc = add(p, 11, argv, lens);
+    } else {
+        argv[7] = argv[9];
+        lens[7] = lens[9];
+        argv[8] = argv[10];
+        lens[8] = lens[10];
+        rc = add(p, 9, argv, lens);
+    }
     lc_buf_reset(rcpts);
     return rc == PR_OK ? flush(p, 0) : rc;
 }
@@ -612,8 +654,13 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
     exp_rcpts_reset(e->rcpts);
     struct totals t = {0};
     rc = load(p);
-    if (rc == PR_OK)
+    if (rc == PR_OK && p->notice) { /* a notice goes to its one recipient: no expansion, no suppression */
+        if (exp_rcpts_add(e->rcpts, p->to, strlen(p->to), p->to_sub) < 0)
+            lc_panic("post=%s recipient set full with one recipient", p->ids);
+        lc_info("post=%s notice to=<%s> sub=%" PRIu64 " from=<%s>", p->ids, p->to, p->to_sub, p->from);
+    } else if (rc == PR_OK) {
         rc = scan(p);
+    }
     if (rc == PR_OK) {
         p->dups = exp_rcpts_finish(e->rcpts);
         t.rcpts = exp_rcpts_count(e->rcpts);

@@ -27,6 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         inside(line, size, cmd.path, cmd.pathlen);
         if ((cmd.verb == LSD_V_MAIL || cmd.verb == LSD_V_RCPT) && cmd.size < -1)
             abort();
+        if (cmd.verb == LSD_V_BDAT && (cmd.chunk < 0 || cmd.chunk > 999999999999999999LL))
+            abort();
     } else if (!cmd.why) {
         abort(); /* every refusal carries a reason for the reply */
     }

@@ -8,8 +8,14 @@
  *   lsd_cmd.c      a pure parser of one SMTP command line (a fuzz target can call it directly).
  *   lsd_route.c    RCPT routing and posting policy (Redis lookups) and durable storage (MULTI/EXEC).
  *   lsd_redis.c    the async Redis connection, with reconnect and backoff.
- * Limits (RFC 5321 4.5.3.1 and the brief): command lines 512 octets with CRLF, text lines 1000, 100 recipients,
- * 20 errors, 300 s idle, 100 sessions, messages up to smtp.max_message_size.
+ *   lsd_rewrite.c  pure: header facts of a message (loops, From, Subject) and the rewriting of posts.
+ *   lsd_post.c     what happens to an accepted post: policy at end of DATA, moderation (hold, approve, reject).
+ *   lsd_cmds.c     email commands: subscribe, unsubscribe, confirm, help, request, owner.
+ *   lsd_notice.c   notices (one-off mail from the appliance, SCHEMA.md "Notices"): text and storage.
+ *   lsd_tls.c      STARTTLS with GnuTLS: credentials loaded at start, one non-blocking TLS stream a session.
+ * Limits (RFC 5321 4.5.3.1 and the brief): command lines 512 octets with CRLF, text lines 1000; from the
+ * configuration: smtp.max_recipients, smtp.max_errors, smtp.idle_timeout, smtp.max_sessions,
+ * smtp.max_sessions_per_ip, smtp.max_message_size.
  */
 #ifndef LSD_H
 #define LSD_H
@@ -18,6 +24,8 @@
 #include <stdint.h>
 
 #include "lc_addr.h"
+#include "lc_log.h"
+#include "lc_token.h"
 
 struct lc_loop;
 struct lc_cfg;
@@ -28,11 +36,8 @@ struct redisReply;
 
 #define LSD_CMD_LINE_MAX 512     /* octets, CRLF included (RFC 5321 4.5.3.1.4) */
 #define LSD_TEXT_LINE_MAX 1000   /* octets, CRLF included (RFC 5321 4.5.3.1.6) */
-#define LSD_RCPT_MAX 100         /* recipients per transaction (RFC 5321 4.5.3.1.8) */
-#define LSD_ERRORS_MAX 20        /* errors per session before 421 and disconnect */
-#define LSD_IDLE_MS 300000       /* idle timeout: RFC 5321 4.5.3.2.7 asks 5 minutes */
+#define LSD_TLS_WAIT_MS 30000    /* longest TLS handshake */
 #define LSD_REDIS_WAIT_MS 30000  /* longest wait for a Redis answer before 451 */
-#define LSD_SESSIONS_MAX 100     /* concurrent sessions; more get 421 4.3.2 */
 #define LSD_HOPS_MAX 50          /* Received: headers before a message is taken for a loop */
 #define LSD_REPLY_MAX (LC_ADDR_MAX + 200)
 
@@ -50,6 +55,8 @@ enum lsd_verb {
     LSD_V_QUIT,
     LSD_V_VRFY,
     LSD_V_HELP,
+    LSD_V_STARTTLS, /* RFC 3207 */
+    LSD_V_BDAT,     /* RFC 3030 */
 };
 
 enum lsd_cmd_err {
@@ -70,6 +77,9 @@ struct lsd_cmd {
     size_t pathlen;
     long long size;       /* MAIL SIZE=, or -1 */
     enum lsd_body body;   /* MAIL BODY= */
+    int smtputf8;         /* MAIL SMTPUTF8 (RFC 6531) */
+    long long chunk;      /* BDAT: the chunk size (octets) */
+    int last;             /* BDAT: LAST given */
     const char *why;      /* on error: a short static explanation */
 };
 
@@ -113,7 +123,40 @@ struct lsd_server {
     int nsessions;
     uint64_t next_sid;           /* session ids for log lines */
     struct lsd_session *sessions; /* doubly linked through the sessions */
+    /* per-client limits (smtp.* keys) */
+    int max_sessions, max_per_ip, max_rcpt, max_errors;
+    long idle_ms;
+    struct lsd_tls *tls;         /* STARTTLS credentials, or NULL (tls.cert empty) */
+    char public_url[512];        /* http.public_url (links in notices); set by main */
+    long long confirm_lifetime;  /* confirm.lifetime, seconds; set by main */
 };
+
+
+/* ---- lsd_tls.c: STARTTLS (GnuTLS) ---- */
+
+struct lsd_tls;
+struct lsd_tls_conn;
+
+/* lsd_tls_new loads the certificate chain and key (PEM) and checks that they belong together. NULL with a
+ * reason naming the config key in err on failure. */
+struct lsd_tls *lsd_tls_new(const char *certfile, const char *keyfile, char *err, size_t errlen);
+void lsd_tls_free(struct lsd_tls *t);
+/* lsd_tls_conn_new starts a server-side TLS stream on a connected non-blocking socket. */
+struct lsd_tls_conn *lsd_tls_conn_new(struct lsd_tls *t, int fd);
+void lsd_tls_conn_free(struct lsd_tls_conn *c);
+/* lsd_tls_handshake advances the handshake: 0 done, 1 in progress (*want = LC_READ or LC_WRITE),
+ * -1 failed (reason in err). */
+int lsd_tls_handshake(struct lsd_tls_conn *c, int *want, char *err, size_t errlen);
+/* lsd_tls_read / lsd_tls_write behave like read(2)/write(2) on a non-blocking socket: > 0 octets, 0 EOF (read),
+ * -1 with errno EAGAIN (try again when the socket is ready) or another errno (the stream is broken). */
+long lsd_tls_read(struct lsd_tls_conn *c, void *buf, size_t n);
+long lsd_tls_write(struct lsd_tls_conn *c, const void *buf, size_t n);
+/* lsd_tls_pending returns the octets decrypted and buffered inside GnuTLS (no socket event will announce them). */
+size_t lsd_tls_pending(struct lsd_tls_conn *c);
+/* lsd_tls_bye sends a close_notify, best effort (never blocks). */
+void lsd_tls_bye(struct lsd_tls_conn *c);
+/* lsd_tls_describe writes "TLS1.3 cipher" for the log and the Received: header. */
+void lsd_tls_describe(struct lsd_tls_conn *c, char *out, size_t outlen);
 
 /* lsd_server_new listens on smtp.listen and connects to Redis. NULL with err on failure (listen). */
 struct lsd_server *lsd_server_new(struct lc_loop *loop, const struct lc_cfg *cfg, const struct lc_secret *secret,
@@ -129,6 +172,8 @@ void lsd_session_new(struct lsd_server *srv, int fd, const char *ip);
 /* lsd_session_shutdown sends 421 (best effort, no wait) and frees the session, which unlinks itself from
  * srv->sessions (server shutdown). */
 void lsd_session_shutdown(struct lsd_session *s);
+/* lsd_session_count_ip returns the number of sessions from ip (for smtp.max_sessions_per_ip). */
+int lsd_session_count_ip(const struct lsd_server *srv, const char *ip);
 
 /* ---- lsd_route.c: routing, policy and storage through Redis ---- */
 
@@ -144,6 +189,7 @@ struct lsd_result {
 };
 
 struct lsd_job;
+struct lc_buf;
 typedef void lsd_job_fn(void *arg, const struct lsd_result *res);
 
 /* One bounce recipient of a transaction. */
@@ -170,6 +216,132 @@ int lsd_store_post(struct lsd_server *srv, const char *list, const char *sender,
 int lsd_store_bounces(struct lsd_server *srv, const char *sender, const struct lsd_bounce_rcpt *rcpts, int n,
                       const char *msg, size_t len, lsd_job_fn *done, void *arg, struct lsd_job **jobp,
                       struct lsd_result *res);
+
+/* ---- lsd_route.c: recipient addresses of a list (pure) ---- */
+
+enum lsd_addr_kind {
+    LSD_A_POST = 0,     /* L@D */
+    LSD_A_SUBSCRIBE,    /* L-subscribe@D */
+    LSD_A_UNSUBSCRIBE,  /* L-unsubscribe@D */
+    LSD_A_HELP,         /* L-help@D */
+    LSD_A_OWNER,        /* L-owner@D */
+    LSD_A_REQUEST,      /* L-request@D: a command in the subject or the first body lines */
+    LSD_A_CONFIRM,      /* L-confirm-TOKEN@D */
+    LSD_A_APPROVE,      /* L-approve-TOKEN@D */
+    LSD_A_REJECT,       /* L-reject-TOKEN@D */
+};
+
+struct lsd_addr {
+    enum lsd_addr_kind kind;
+    char list[LC_ADDR_MAX + 1];   /* the list address L@D */
+    char token[LC_TOKEN_MAX];     /* CONFIRM, APPROVE, REJECT */
+};
+
+/* lsd_addr_parse splits a normalised recipient into its list and what it is for. A local part with a known
+ * suffix is a command address (the suffix wins over a list of that name); anything else is a post (list =
+ * rcpt). Pure. */
+void lsd_addr_parse(const char *rcpt, struct lsd_addr *a);
+/* lsd_addr_in reports whether normalised address a is one of the addresses in the space or comma separated
+ * list (each normalised before comparing). */
+int lsd_addr_in(const char *a, const char *list);
+/* lsd_addr_make writes the address of kind for list (token for CONFIRM/APPROVE/REJECT) to out. */
+void lsd_addr_make(const char *list, enum lsd_addr_kind kind, const char *token, char *out, size_t outlen);
+
+struct lsd_input;
+
+/* ---- lsd_route.c: the job engine the action modules use ---- */
+
+/* A step of a job: called with the reply of the last command of the step, once every reply of the step is in
+ * and none was an error. It either queues more commands (lsd_job_cmd) and names the next step
+ * (lsd_job_then), or ends the job (lsd_job_end). A cancelled job never calls its steps. */
+typedef void lsd_step_fn(struct lsd_job *j, const struct redisReply *r);
+
+/* lsd_job_new makes an action job whose result goes to done(arg, res); ctx (may be NULL) is owned by the job
+ * and freed with ctx_free when the job ends. */
+struct lsd_job *lsd_job_new(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn *done, void *arg,
+                            void *ctx, void (*ctx_free)(void *));
+void *lsd_job_ctx(struct lsd_job *j);
+struct lsd_server *lsd_job_srv(struct lsd_job *j);
+/* lsd_job_cmd queues one command (binary-safe; lens NULL: strlen each). A send failure fails the job (451). */
+void lsd_job_cmd(struct lsd_job *j, int argc, const char **argv, const size_t *lens);
+void lsd_job_then(struct lsd_job *j, lsd_step_fn *next);
+/* lsd_job_end sets the job's SMTP reply; the job finishes once no reply is outstanding. */
+void lsd_job_end(struct lsd_job *j, int code, const char *fmt, ...) LC_PRINTF(3, 4);
+/* lsd_job_start ends the caller's first step: LSD_DONE with *res (decided at once; the job is freed) or
+ * LSD_PENDING with *jobp set. */
+int lsd_job_start(struct lsd_job *j, struct lsd_job **jobp, struct lsd_result *res);
+/* lsd_exec_ok checks an EXEC reply (an array without error elements); on failure writes why to err. */
+int lsd_exec_ok(const struct redisReply *r, char *err, size_t errlen);
+
+/* ---- lsd_rewrite.c: message facts and rewriting (pure) ---- */
+
+#define LSD_HDR_LINE_MAX 998      /* octets of a header line without CRLF (RFC 5322 2.1.1) */
+#define LSD_HDR_MAX 65536         /* octets of a header */
+#define LSD_LOOP_HOPS 30          /* more Received: fields than this: a loop, not redistributed */
+#define LSD_SUBJECT_MAX 256
+
+enum lsd_msg_err { LSD_MSG_OK = 0, LSD_MSG_LINE, LSD_MSG_HEADER };
+
+struct lsd_msginfo {
+    enum lsd_msg_err err;
+    int hops;                     /* Received: fields */
+    int loop;                     /* a List-Id or X-Loop naming the list */
+    int has_subject;
+    size_t hdrlen;                /* octets of the header (without the empty line) */
+    size_t body;                  /* offset of the body (len when there is none) */
+    char from[LC_ADDR_MAX + 1];   /* the first From: address, normalised; "" if none or unparsable */
+    char subject[LSD_SUBJECT_MAX]; /* unfolded, truncated */
+};
+
+/* lsd_msg_scan reads the header of msg (len octets) for list L@D into *mi. */
+void lsd_msg_scan(const char *msg, size_t len, const char *list, struct lsd_msginfo *mi);
+/* lsd_list_id writes the RFC 2919 list id of list L@D: "L.D". */
+void lsd_list_id(const char *list, char *out, size_t outlen);
+
+struct lsd_rewrite {
+    const char *list;    /* L@D */
+    const char *prefix;  /* subject prefix, "" or NULL for none */
+    const char *footer;  /* footer text, "" or NULL for none */
+};
+/* lsd_rewrite_post returns the stored form of a post (malloc'd, NUL-terminated, length in *outlen), or NULL
+ * when it would be longer than max. */
+char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw, size_t max, size_t *outlen);
+
+/* ---- lsd_post.c, lsd_cmds.c: actions at the end of DATA (same return contract as lsd_store_post) ---- */
+
+/* What an action gets: the recipient, the envelope sender and the message (borrowed: valid until done runs or
+ * the job is cancelled) with its header facts. */
+struct lsd_input {
+    struct lsd_addr addr;
+    char rcpt[LC_ADDR_MAX + 1];
+    char sender[LC_ADDR_MAX + 1];
+    const char *msg;
+    size_t len;
+    struct lsd_msginfo mi;
+};
+
+int lsd_post_start(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn *done, void *arg,
+                   struct lsd_job **jobp, struct lsd_result *res);
+int lsd_mod_start(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn *done, void *arg,
+                  struct lsd_job **jobp, struct lsd_result *res);
+int lsd_cmds_start(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn *done, void *arg,
+                   struct lsd_job **jobp, struct lsd_result *res);
+
+/* ---- lsd_notice.c ---- */
+
+#define LSD_HOLD_TTL (14 * 86400) /* seconds a held post waits for a moderator */
+#define LSD_RATE_TTL 3600         /* at most one auto-reply of a kind per address and list in this time */
+
+/* lsd_notice_head writes the header of a notice from list to rcpt (From, To, Subject, Date, Message-ID,
+ * Auto-Submitted, X-Loop, MIME) into b; reply_to may be NULL. auto_replied: Auto-Submitted: auto-replied,
+ * else auto-generated. */
+void lsd_notice_head(struct lc_buf *b, const char *list, const char *rcpt, const char *subject,
+                     const char *reply_to, int auto_replied);
+/* lsd_notice_queue adds to job j the commands that store notice id (reserved with INCR lc:seq:post) for
+ * list to rcpt (subscriber id sub or 0) with message msg (len), envelope sender "" (<>): SET lc:msg:ID,
+ * HSET lc:post:ID, XADD lc:stream:posts. Call inside MULTI. */
+void lsd_notice_queue(struct lsd_job *j, uint64_t id, const char *list, const char *rcpt, uint64_t sub,
+                      const char *msg, size_t len);
 
 /* lsd_job_cancel detaches a pending job from its caller: done will not be called (its Redis replies are still
  * awaited and then the job is freed). NULL is a no-op. */

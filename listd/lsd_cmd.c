@@ -6,8 +6,10 @@
  * line. The verb is case-insensitive; "FROM:" and "TO:" too. Tolerated, as Postfix does: trailing white space,
  * several spaces between words, spaces after "FROM:"/"TO:". Not tolerated: a path without angle brackets.
  * Path syntax beyond the brackets (the mailbox itself) is checked by lc_addr_norm in the session, not here.
- * MAIL parameters: SIZE=<digits> (RFC 1870) and BODY=7BIT|8BITMIME (RFC 6152); any other is LSD_CMD_PARAM
- * (555 5.5.4). RCPT takes no parameters.
+ * MAIL parameters: SIZE=<digits> (RFC 1870), BODY=7BIT|8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531); any other
+ * is LSD_CMD_PARAM (555 5.5.4). RCPT takes no parameters. UTF-8 in a path is passed on (the session decides,
+ * from SMTPUTF8, whether it is allowed). STARTTLS takes no argument (RFC 3207); BDAT is "BDAT <size> [LAST]"
+ * with a size of 1 to 18 digits (RFC 3030).
  */
 #include "lsd.h"
 
@@ -101,6 +103,9 @@ static enum lsd_cmd_err parse_mail_params(const char *p, const char *end, struct
                 n = n * 10 + (v[i] - '0');
             }
             cmd->size = n;
+        } else if (word_is(k, kn, "SMTPUTF8")) {
+            if (cmd->smtputf8++ || v)
+                return fail(cmd, LSD_CMD_SYNTAX, "bad SMTPUTF8 parameter");
         } else if (word_is(k, kn, "BODY")) {
             if (have_body++ || !v)
                 return fail(cmd, LSD_CMD_SYNTAX, "bad BODY parameter");
@@ -150,12 +155,12 @@ static const struct {
 } verbs[] = {
     {"EHLO", LSD_V_EHLO}, {"HELO", LSD_V_HELO}, {"MAIL", LSD_V_MAIL}, {"RCPT", LSD_V_RCPT},
     {"DATA", LSD_V_DATA}, {"RSET", LSD_V_RSET}, {"NOOP", LSD_V_NOOP}, {"QUIT", LSD_V_QUIT},
-    {"VRFY", LSD_V_VRFY}, {"HELP", LSD_V_HELP},
+    {"VRFY", LSD_V_VRFY}, {"HELP", LSD_V_HELP}, {"STARTTLS", LSD_V_STARTTLS}, {"BDAT", LSD_V_BDAT},
 };
 
 /* Verbs of RFC 5321 and common extensions that listd knows of and does not offer: 502, not 500. */
 static const char *const notimpl[] = {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML",
-                                      "AUTH", "STARTTLS", "BDAT", "XCLIENT", "XFORWARD"};
+                                      "AUTH", "XCLIENT", "XFORWARD"};
 
 enum lsd_cmd_err lsd_cmd_parse(const char *line, size_t len, struct lsd_cmd *cmd)
 {
@@ -201,9 +206,28 @@ enum lsd_cmd_err lsd_cmd_parse(const char *line, size_t len, struct lsd_cmd *cmd
         return parse_envelope(p, end, cmd, 1);
     case LSD_V_RCPT:
         return parse_envelope(p, end, cmd, 0);
+    case LSD_V_BDAT: {
+        const char *q = arg;
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+        size_t dn = (size_t)(q - arg);
+        if (dn == 0 || dn > 18 || (q < end && *q != ' '))
+            return fail(cmd, LSD_CMD_SYNTAX, "Syntax: BDAT size [LAST]");
+        cmd->chunk = 0;
+        for (const char *d = arg; d < q; d++)
+            cmd->chunk = cmd->chunk * 10 + (*d - '0');
+        q = skip_sp(q, end);
+        if (q < end) {
+            if (!word_is(q, (size_t)(end - q), "LAST"))
+                return fail(cmd, LSD_CMD_SYNTAX, "Syntax: BDAT size [LAST]");
+            cmd->last = 1;
+        }
+        return LSD_CMD_OK;
+    }
     case LSD_V_DATA:
     case LSD_V_RSET:
     case LSD_V_QUIT:
+    case LSD_V_STARTTLS:
         if (argn)
             return fail(cmd, LSD_CMD_SYNTAX, "this command takes no argument");
         return LSD_CMD_OK;

@@ -1,9 +1,11 @@
 /* lsd_main: main() of listcast-listd, the SMTP front door.
  *
  * Usage: listcast-listd [--config FILE] [--set key=value]... [-v]
- * Reads redis.url, secret.file, smtp.listen, smtp.hostname, smtp.max_message_size, log.verbose.
+ * Reads redis.url, secret.file, smtp.listen, smtp.hostname, smtp.max_message_size, smtp.max_sessions,
+ * smtp.max_sessions_per_ip, smtp.max_recipients, smtp.max_errors, smtp.idle_timeout, tls.cert, tls.key,
+ * log.verbose.
  * Exit: 0 after SIGTERM/SIGINT, 2 on a usage or configuration error, 1 on a fatal error (cannot listen,
- * no secret). A Redis that is down is not fatal: listd answers 451 and reconnects.
+ * no secret, tls.cert/tls.key missing, unreadable, not PEM or not a pair: the message names the key). A Redis that is down is not fatal: listd answers 451 and reconnects.
  * Privileges: listd does not switch users itself yet (no user key in the configuration); run it as the
  * appliance's user, on a port above 1023 or with CAP_NET_BIND_SERVICE.
  */
@@ -52,6 +54,8 @@ int main(int argc, char **argv)
     struct lsd_server *srv = lsd_server_new(loop, cfg, secret, err, sizeof err);
     if (!srv)
         lc_fatal("%s", err);
+    snprintf(srv->public_url, sizeof srv->public_url, "%s", lc_cfg_str(cfg, "http.public_url"));
+    srv->confirm_lifetime = lc_cfg_int(cfg, "confirm.lifetime");
 
     lc_loop_run(loop);
 

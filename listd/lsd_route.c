@@ -1,30 +1,37 @@
-/* lsd_route: what a recipient is for (routing and posting policy) and durable storage, through Redis.
+/* lsd_route: what a recipient is for (routing and posting policy), the job engine of listd's Redis work, and
+ * durable storage of bounces.
  *
  * Routing of a normalised recipient R (domain D), in this order:
  *   1. R decodes as a VERP address (lc_verp_decode == 0) and SISMEMBER lc:domains D: a bounce recipient.
  *      A VERP address with a bad signature (-2): 550 5.7.1, decided without Redis.
- *   2. HASH lc:list:R exists: a post recipient, if the list's policy lets the sender post:
+ *   2. R is a command address of list L@D (lsd_addr_parse, in memory): L-subscribe, L-unsubscribe, L-help,
+ *      L-owner, L-request, L-confirm-TOKEN, L-approve-TOKEN, L-reject-TOKEN. A token is checked in memory
+ *      first: forged, expired or for another action: 550 5.7.1 with the reason, without Redis. The null sender
+ *      gets 550 5.7.1 at every command address but L-owner (no auto-replies to bounces, no confirmations by
+ *      auto-responders). Then HASH lc:list:L must exist (else 550 5.1.1), and L-owner needs an owner.
+ *   3. HASH lc:list:R exists: a post recipient, if the list's policy lets the sender try:
  *        open       anyone (the null sender too);
- *        members    the sender is a field of HASH lc:active:R, else 550 5.7.1 only members may post;
- *        moderated, announce
- *                   only the list's owner for now, else 550 5.7.1. There is no moderation queue yet: when it
- *                   comes, moderated posts from others will be held instead of refused.
+ *        members    not the null sender; an envelope sender that is not an active subscriber is let through
+ *                   here, because the From: address may be one: lsd_post.c decides at the end of DATA;
+ *        moderated  not the null sender (posts of others are held at the end of DATA);
+ *        announce   the list's owner or one of its moderators (envelope sender), else 550 5.7.1.
  *      Any other policy value (or none) refuses with 550 5.7.1 and a warning: fail closed.
- *   3. D is in SET lc:domains: 550 5.1.1 <R>: no such list.
- *   4. anything else: 550 5.7.1 <R>: relay access denied (listd never relays).
+ *   4. D is in SET lc:domains: 550 5.1.1 <R>: no such list.
+ *   5. anything else: 550 5.7.1 <R>: relay access denied (listd never relays).
  * The lookups of one recipient go out together (one round trip). Redis down, an error reply or a lost
- * connection: 451 4.3.0.
+ * connection: 451 4.3.0. A recipient accepted for a list (post or command) comes back as LSD_RCPT_POST with
+ * res->list = R itself; lsd_store_post parses R again and hands the message to lsd_post.c or lsd_cmds.c.
  *
- * Storage: a post is INCR lc:seq:post, then one MULTI/EXEC of SET lc:msg:ID, HSET lc:post:ID, ZADD
- * lc:posts:LIST, XADD lc:stream:posts; bounces are one MULTI/EXEC of one XADD lc:stream:bounces each. The reply
- * is 250 only after EXEC returned, every element without error (with appendfsync always, after the fsync).
- * MULTI/EXEC makes the write all-or-nothing against crashes and lost connections; Redis does not roll back a
- * command that fails at run time inside EXEC (a key of the wrong type: a schema bug), which we report as
- * 451 and log as a warning. A post id taken by INCR and then not used is simply skipped.
+ * lsd_store_post first checks the header (lsd_msg_scan): a header line over 998 octets (554 5.6.0), a header
+ * over 64 KB (552 5.3.4), this list's List-Id or X-Loop or more than 30 Received: fields (554 5.4.6, a loop):
+ * refused in the dialogue, nothing stored.
+ *
+ * Bounces are one MULTI/EXEC of one XADD lc:stream:bounces each. The reply is 250 only after EXEC returned,
+ * every element without error (with appendfsync always, after the fsync).
  *
  * Jobs: a job owns its copies of the inputs except the message (and bounce recipients), which the caller
  * keeps alive until done() runs or it cancels the job. A cancelled job waits for its outstanding replies and
- * then frees itself; a cancelled post job never sends its MULTI.
+ * then frees itself without running further steps, so it sends nothing more and never touches the message.
  */
 #include "lsd.h"
 
@@ -40,14 +47,15 @@
 
 #include "lc_log.h"
 #include "lc_schema.h"
+#include "lc_token.h"
 #include "lc_verp.h"
 
-enum jkind { J_RCPT, J_POST, J_BOUNCE };
+enum jkind { J_RCPT, J_BOUNCE, J_OP };
 
 struct lsd_job {
     struct lsd_server *srv;
     enum jkind kind;
-    int phase;            /* J_POST: 0 INCR, 1 MULTI..EXEC */
+    int phase;            /* J_BOUNCE: 1 (MULTI..EXEC) */
     int nsent, ngot;
     int failed;
     char errtxt[160];     /* the first failure, for the log */
@@ -60,9 +68,16 @@ struct lsd_job {
     /* J_RCPT answers */
     int verp;             /* 1: R is a valid VERP address */
     uint64_t post, sub;
+    struct lsd_addr addr; /* what R is for */
     int domain_ours, list_found, is_member;
     char policy[32];
     char owner[LC_ADDR_MAX + 1];
+    char moderators[1024];
+    /* J_OP */
+    lsd_step_fn *next;
+    void *ctx;
+    void (*ctx_free)(void *);
+    int ended;
     /* storage inputs (borrowed) */
     const char *msg;
     size_t len;
@@ -139,6 +154,8 @@ static void finish(struct lsd_job *j)
     j->done = NULL;
     if (fn)
         fn(j->arg, &j->res);
+    if (j->ctx_free)
+        j->ctx_free(j->ctx);
     free(j->ids);
     free(j);
 }
@@ -155,38 +172,116 @@ static void copy_str(char *dst, size_t dstlen, const redisReply *r)
     }
 }
 
+/* ---------------------------------------------------------------- addresses (pure) */
+
+static const struct {
+    const char *suffix;        /* "-subscribe", or "-confirm-" for a token address */
+    enum lsd_addr_kind kind;
+    int token;
+} suffixes[] = {
+    {"-subscribe", LSD_A_SUBSCRIBE, 0}, {"-unsubscribe", LSD_A_UNSUBSCRIBE, 0}, {"-help", LSD_A_HELP, 0},
+    {"-owner", LSD_A_OWNER, 0},         {"-request", LSD_A_REQUEST, 0},         {"-confirm-", LSD_A_CONFIRM, 1},
+    {"-approve-", LSD_A_APPROVE, 1},    {"-reject-", LSD_A_REJECT, 1},
+};
+
+void lsd_addr_parse(const char *rcpt, struct lsd_addr *a)
+{
+    memset(a, 0, sizeof *a);
+    a->kind = LSD_A_POST;
+    snprintf(a->list, sizeof a->list, "%s", rcpt);
+    const char *at = strrchr(rcpt, '@');
+    if (!at)
+        return;
+    size_t llen = (size_t)(at - rcpt);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        const char *sfx = suffixes[i].suffix;
+        size_t sl = strlen(sfx), base;
+        if (suffixes[i].token) {
+            /* L-confirm-TOKEN: the first occurrence after a non-empty list name */
+            const char *p = NULL;
+            for (size_t k = 1; k + sl < llen && !p; k++)
+                if (memcmp(rcpt + k, sfx, sl) == 0)
+                    p = rcpt + k;
+            if (!p)
+                continue;
+            base = (size_t)(p - rcpt);
+            size_t tl = llen - base - sl;
+            if (tl == 0 || tl >= sizeof a->token)
+                continue;
+            memcpy(a->token, p + sl, tl);
+            a->token[tl] = 0;
+        } else {
+            if (llen <= sl || memcmp(rcpt + llen - sl, sfx, sl) != 0)
+                continue;
+            base = llen - sl;
+        }
+        a->kind = suffixes[i].kind;
+        snprintf(a->list, sizeof a->list, "%.*s%s", (int)base, rcpt, at);
+        return;
+    }
+}
+
+void lsd_addr_make(const char *list, enum lsd_addr_kind kind, const char *token, char *out, size_t outlen)
+{
+    const char *at = strrchr(list, '@');
+    int llen = at ? (int)(at - list) : (int)strlen(list);
+    const char *dom = at ? at : "";
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        if (suffixes[i].kind == kind) {
+            snprintf(out, outlen, "%.*s%s%s%s", llen, list, suffixes[i].suffix, suffixes[i].token ? token : "",
+                     dom);
+            return;
+        }
+    }
+    snprintf(out, outlen, "%s", list);
+}
+
+/* ---------------------------------------------------------------- routing */
+
 static void rcpt_reply(struct lsd_job *j, int idx, const redisReply *r)
 {
     switch (idx) {
     case 0: /* SISMEMBER lc:domains D */
         j->domain_ours = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         break;
-    case 1: /* HMGET lc:list:R policy owner address id */
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+    case 1: /* HMGET lc:list:L policy owner address id moderators */
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
             for (size_t i = 0; i < r->elements; i++)
                 if (r->element[i]->type == REDIS_REPLY_STRING)
                     j->list_found = 1;
             copy_str(j->policy, sizeof j->policy, r->element[0]);
             copy_str(j->owner, sizeof j->owner, r->element[1]);
+            copy_str(j->moderators, sizeof j->moderators, r->element[4]);
         } else {
             j->failed = 1;
             snprintf(j->errtxt, sizeof j->errtxt, "HMGET: unexpected reply type %d", r->type);
         }
         break;
-    case 2: /* HEXISTS lc:active:R sender */
+    case 2: /* HEXISTS lc:active:L sender */
         j->is_member = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         break;
     }
 }
 
-/* owner_match compares the sender with the list's owner field, normalising the owner. */
-static int owner_match(const char *sender, const char *owner)
+/* addr_in reports whether the normalised address a is one of the addresses in list (separated by spaces or
+ * commas; each normalised before comparing). */
+int lsd_addr_in(const char *a, const char *list)
 {
-    char norm[LC_ADDR_MAX + 1];
-    const char *why;
-    if (!*sender || !*owner || lc_addr_norm(owner, strlen(owner), norm, &why) < 0)
+    if (!*a)
         return 0;
-    return strcmp(norm, sender) == 0;
+    while (*list) {
+        size_t skip = strspn(list, " ,\t"), n;
+        list += skip;
+        n = strcspn(list, " ,\t");
+        if (n == 0)
+            break;
+        char norm[LC_ADDR_MAX + 1];
+        const char *why;
+        if (lc_addr_norm(list, n, norm, &why) == 0 && strcmp(norm, a) == 0)
+            return 1;
+        list += n;
+    }
+    return 0;
 }
 
 static void rcpt_decide(struct lsd_job *j)
@@ -208,19 +303,25 @@ static void rcpt_decide(struct lsd_job *j)
         set_reply(res, 250, "250 2.1.5 Ok");
         return;
     }
-    if (j->list_found) {
+    if (j->list_found && j->addr.kind != LSD_A_POST) {
+        if (j->addr.kind == LSD_A_OWNER && !*j->owner) {
+            set_reply(res, 550, "550 5.1.1 <%s>: this list has no owner", j->rcpt);
+            return;
+        }
+    } else if (j->list_found) {
+        int privileged = lsd_addr_in(j->sender, j->owner) || lsd_addr_in(j->sender, j->moderators);
         if (!strcmp(j->policy, "open")) {
             /* anyone may post */
-        } else if (!strcmp(j->policy, "members")) {
-            if (!j->is_member) {
-                set_reply(res, 550, "550 5.7.1 <%s>: only members may post", j->rcpt);
+        } else if (!strcmp(j->policy, "members") || !strcmp(j->policy, "moderated")) {
+            if (!*j->sender) {
+                set_reply(res, 550, "550 5.7.1 <%s>: %s", j->rcpt,
+                          !strcmp(j->policy, "members") ? "only members may post" : "no posts from the null sender");
                 return;
             }
-        } else if (!strcmp(j->policy, "moderated") || !strcmp(j->policy, "announce")) {
-            /* No moderation queue yet: only the owner posts; others are refused, not held. */
-            if (!owner_match(j->sender, j->owner)) {
-                set_reply(res, 550, "550 5.7.1 <%s>: only the list owner may post to this %s list", j->rcpt,
-                          j->policy);
+        } else if (!strcmp(j->policy, "announce")) {
+            if (!privileged) {
+                set_reply(res, 550, "550 5.7.1 <%s>: only the list's owners and moderators may post to this announce list",
+                          j->rcpt);
                 return;
             }
         } else {
@@ -228,15 +329,40 @@ static void rcpt_decide(struct lsd_job *j)
             set_reply(res, 550, "550 5.7.1 <%s>: list does not accept posts", j->rcpt);
             return;
         }
-        res->kind = LSD_RCPT_POST;
-        snprintf(res->list, sizeof res->list, "%s", j->rcpt);
-        set_reply(res, 250, "250 2.1.5 Ok");
+    } else if (j->domain_ours) {
+        set_reply(res, 550, "550 5.1.1 <%s>: no such list", j->rcpt);
+        return;
+    } else {
+        set_reply(res, 550, "550 5.7.1 <%s>: relay access denied", j->rcpt);
         return;
     }
-    if (j->domain_ours)
-        set_reply(res, 550, "550 5.1.1 <%s>: no such list", j->rcpt);
-    else
-        set_reply(res, 550, "550 5.7.1 <%s>: relay access denied", j->rcpt);
+    res->kind = LSD_RCPT_POST;
+    snprintf(res->list, sizeof res->list, "%s", j->rcpt);
+    set_reply(res, 250, "250 2.1.5 Ok");
+}
+
+/* token_precheck checks the token of a command address in memory; returns 0 (go on) or -1 with *res set. */
+static int token_precheck(struct lsd_server *srv, const char *rcpt, const struct lsd_addr *a, struct lsd_result *res)
+{
+    if (a->kind != LSD_A_CONFIRM && a->kind != LSD_A_APPROVE && a->kind != LSD_A_REJECT)
+        return 0;
+    int action;
+    uint64_t id;
+    int64_t expires;
+    enum lc_tok_result tr =
+        lc_token_check(srv->secret, a->token, strlen(a->token), (int64_t)time(NULL), &action, &id, &expires);
+    const char *what = a->kind == LSD_A_CONFIRM ? "confirmation" : "moderation";
+    if (tr != LC_TOK_OK) {
+        lc_info("rcpt=<%s> %s token refused: %s", rcpt, what, lc_token_why(tr));
+        set_reply(res, 550, "550 5.7.1 <%s>: %s token refused (%s): nothing changed", rcpt, what, lc_token_why(tr));
+        return -1;
+    }
+    int want = a->kind == LSD_A_APPROVE ? LC_TOK_APPROVE : a->kind == LSD_A_REJECT ? LC_TOK_REJECT : 0;
+    if ((want && action != want) || (!want && action != LC_TOK_SUBSCRIBE && action != LC_TOK_UNSUBSCRIBE)) {
+        set_reply(res, 550, "550 5.7.1 <%s>: this token is not for this address: nothing changed", rcpt);
+        return -1;
+    }
+    return 0;
 }
 
 int lsd_route_rcpt(struct lsd_server *srv, const char *rcpt, const char *sender, lsd_job_fn *done, void *arg,
@@ -250,6 +376,16 @@ int lsd_route_rcpt(struct lsd_server *srv, const char *rcpt, const char *sender,
         set_reply(res, 550, "550 5.7.1 <%s>: invalid bounce address", rcpt);
         return LSD_DONE;
     }
+    struct lsd_addr a;
+    lsd_addr_parse(rcpt, &a);
+    if (v != 0 && a.kind != LSD_A_POST) {
+        if (!*sender && a.kind != LSD_A_OWNER) {
+            set_reply(res, 550, "550 5.7.1 <%s>: no commands from the null sender", rcpt);
+            return LSD_DONE;
+        }
+        if (token_precheck(srv, rcpt, &a, res) < 0)
+            return LSD_DONE;
+    }
     if (!lsd_redis_up(srv->redis)) {
         set_tempfail(res);
         return LSD_DONE;
@@ -260,15 +396,16 @@ int lsd_route_rcpt(struct lsd_server *srv, const char *rcpt, const char *sender,
     j->verp = v == 0;
     j->post = post;
     j->sub = sub;
+    j->addr = a;
     const char *dom = lc_addr_domain(rcpt);
     const char *a0[] = {"SISMEMBER", LC_K_DOMAINS, dom};
     jsendv(j, 3, a0);
     if (!j->verp) {
         char klist[LC_KEY_MAX], kact[LC_KEY_MAX];
-        if (lc_key_list(klist, sizeof klist, rcpt) < 0 || lc_key_active(kact, sizeof kact, rcpt) < 0)
+        if (lc_key_list(klist, sizeof klist, a.list) < 0 || lc_key_active(kact, sizeof kact, a.list) < 0)
             lc_panic("key too long for %s", rcpt);
-        const char *a1[] = {"HMGET", klist, "policy", "owner", "address", "id"};
-        jsendv(j, 6, a1);
+        const char *a1[] = {"HMGET", klist, "policy", "owner", "address", "id", "moderators"};
+        jsendv(j, 7, a1);
         if (*sender) {
             const char *a2[] = {"HEXISTS", kact, sender};
             jsendv(j, 3, a2);
@@ -283,62 +420,21 @@ int lsd_route_rcpt(struct lsd_server *srv, const char *rcpt, const char *sender,
     return LSD_PENDING;
 }
 
-/* ---------------------------------------------------------------- storage */
+/* ---------------------------------------------------------------- storage of bounces */
 
-static int exec_ok(struct lsd_job *j, const redisReply *r)
+int lsd_exec_ok(const struct redisReply *r, char *err, size_t errlen)
 {
     if (r->type != REDIS_REPLY_ARRAY) {
-        snprintf(j->errtxt, sizeof j->errtxt, "EXEC: %s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "transaction not executed");
+        snprintf(err, errlen, "EXEC: %s", r->type == REDIS_REPLY_ERROR ? r->str : "transaction not executed");
         return 0;
     }
     for (size_t i = 0; i < r->elements; i++) {
         if (r->element[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(j->errtxt, sizeof j->errtxt, "EXEC element %zu: %s (written partly: schema violation)", i,
-                     r->element[i]->str);
+            snprintf(err, errlen, "EXEC element %zu: %s (written partly: schema violation)", i, r->element[i]->str);
             return 0;
         }
     }
     return 1;
-}
-
-/* send_post_txn sends MULTI .. EXEC for post j->post. */
-static void send_post_txn(struct lsd_job *j)
-{
-    char id[24], size[24], created[24];
-    char kmsg[LC_KEY_MAX], kpost[LC_KEY_MAX], kposts[LC_KEY_MAX];
-    snprintf(id, sizeof id, "%" PRIu64, j->post);
-    snprintf(size, sizeof size, "%zu", j->len);
-    snprintf(created, sizeof created, "%lld", j->created);
-    if (lc_key_msg(kmsg, sizeof kmsg, j->post) < 0 || lc_key_post(kpost, sizeof kpost, j->post) < 0 ||
-        lc_key_posts(kposts, sizeof kposts, j->list) < 0)
-        lc_panic("key too long for list %s", j->list);
-
-    const char *multi[] = {"MULTI"};
-    if (jsendv(j, 1, multi) < 0)
-        return;
-    const char *set[] = {"SET", kmsg, j->msg};
-    size_t setl[] = {3, strlen(kmsg), j->len};
-    jsend(j, 3, set, setl);
-    const char *hset[] = {"HSET", kpost, "id", id, "list", j->list, "from", j->sender, "size", size,
-                          "created", created, "state", LC_PS_QUEUED, "recipients", "0", "delivered", "0",
-                          "deferred", "0", "bounced", "0"};
-    size_t hsetl[sizeof hset / sizeof hset[0]];
-    for (size_t i = 0; i < sizeof hset / sizeof hset[0]; i++)
-        hsetl[i] = strlen(hset[i]);
-    jsend(j, (int)(sizeof hset / sizeof hset[0]), hset, hsetl);
-    const char *zadd[] = {"ZADD", kposts, created, id};
-    jsendv(j, 4, zadd);
-    const char *xadd[] = {"XADD", LC_S_POSTS, "*", "post", id};
-    jsendv(j, 5, xadd);
-    const char *exec[] = {"EXEC"};
-    if (jsendv(j, 1, exec) < 0) {
-        /* Only when the connection is dying, which discards the open MULTI anyway; DISCARD if it is not. */
-        const char *discard[] = {"DISCARD"};
-        j->failed = 0;
-        jsendv(j, 1, discard);
-        j->failed = 1;
-    }
 }
 
 static void send_bounce_txn(struct lsd_job *j)
@@ -368,27 +464,126 @@ static void send_bounce_txn(struct lsd_job *j)
     }
 }
 
-static void store_done(struct lsd_job *j)
+static void bounce_done(struct lsd_job *j)
 {
     struct lsd_result *res = &j->res;
     if (j->failed) {
-        if (j->kind == J_POST)
-            lc_warn("post list=%s from=<%s> size=%zu not stored: %s", j->list, j->sender, j->len, j->errtxt);
-        else
-            lc_warn("bounce from=<%s> size=%zu not stored: %s", j->sender, j->len, j->errtxt);
+        lc_warn("bounce from=<%s> size=%zu not stored: %s", j->sender, j->len, j->errtxt);
         set_tempfail(res);
         return;
     }
-    if (j->kind == J_POST) {
-        lc_info("post=%" PRIu64 " accepted list=%s from=<%s> size=%zu", j->post, j->list, j->sender, j->len);
-        res->post = j->post;
-        set_reply(res, 250, "250 2.0.0 Ok: queued as post %" PRIu64, j->post);
-    } else {
-        for (int i = 0; i < j->nrcpts; i++)
-            lc_info("bounce accepted post=%" PRIu64 " sub=%" PRIu64 " from=<%s> size=%zu", j->ids[2 * i],
-                    j->ids[2 * i + 1], j->sender, j->len);
-        set_reply(res, 250, "250 2.0.0 Ok: queued as bounce");
+    for (int i = 0; i < j->nrcpts; i++)
+        lc_info("bounce accepted post=%" PRIu64 " sub=%" PRIu64 " from=<%s> size=%zu", j->ids[2 * i],
+                j->ids[2 * i + 1], j->sender, j->len);
+    set_reply(res, 250, "250 2.0.0 Ok: queued as bounce");
+}
+
+/* ---------------------------------------------------------------- the job engine (J_OP) */
+
+struct lsd_job *lsd_job_new(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn *done, void *arg,
+                            void *ctx, void (*ctx_free)(void *))
+{
+    struct lsd_job *j = job_new(srv, J_OP, done, arg);
+    snprintf(j->rcpt, sizeof j->rcpt, "%s", in->rcpt);
+    snprintf(j->sender, sizeof j->sender, "%s", in->sender);
+    j->ctx = ctx;
+    j->ctx_free = ctx_free;
+    return j;
+}
+
+void *lsd_job_ctx(struct lsd_job *j)
+{
+    return j->ctx;
+}
+
+struct lsd_server *lsd_job_srv(struct lsd_job *j)
+{
+    return j->srv;
+}
+
+void lsd_job_cmd(struct lsd_job *j, int argc, const char **argv, const size_t *lens)
+{
+    if (lens) {
+        jsend(j, argc, argv, lens);
+        return;
     }
+    size_t *l = lc_malloc((size_t)argc * sizeof *l);
+    for (int i = 0; i < argc; i++)
+        l[i] = strlen(argv[i]);
+    jsend(j, argc, argv, l);
+    free(l);
+}
+
+void lsd_job_then(struct lsd_job *j, lsd_step_fn *next)
+{
+    j->next = next;
+}
+
+void lsd_job_end(struct lsd_job *j, int code, const char *fmt, ...)
+{
+    va_list ap;
+    j->ended = 1;
+    j->res.code = code;
+    va_start(ap, fmt);
+    vsnprintf(j->res.text, sizeof j->res.text, fmt, ap);
+    va_end(ap);
+}
+
+int lsd_job_start(struct lsd_job *j, struct lsd_job **jobp, struct lsd_result *res)
+{
+    *jobp = NULL;
+    if (j->nsent > j->ngot) {
+        *jobp = j;
+        return LSD_PENDING;
+    }
+    if (j->failed || !j->ended) {
+        if (!j->ended)
+            lc_warn("action not stored: %s", j->failed ? j->errtxt : "no step");
+        set_tempfail(&j->res);
+    }
+    *res = j->res;
+    j->done = NULL;
+    finish(j);
+    return LSD_DONE;
+}
+
+/* op_reply handles a reply of an action job: the last reply of a step runs the next step. */
+static void op_reply(struct lsd_job *j, const redisReply *r)
+{
+    if (!r) {
+        if (!j->failed)
+            snprintf(j->errtxt, sizeof j->errtxt, "connection to redis lost");
+        j->failed = 1;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        if (!j->failed)
+            snprintf(j->errtxt, sizeof j->errtxt, "%s", r->str);
+        j->failed = 1;
+    }
+    if (j->ngot < j->nsent)
+        return;
+    if (!j->done) { /* cancelled: run nothing more */
+        finish(j);
+        return;
+    }
+    if (!j->failed && !j->ended) {
+        lsd_step_fn *next = j->next;
+        j->next = NULL;
+        if (next)
+            next(j, r);
+        if (j->ngot < j->nsent && !j->failed)
+            return; /* the next step is out */
+        if (!j->ended && !j->failed) {
+            j->failed = 1;
+            snprintf(j->errtxt, sizeof j->errtxt, "a step neither ended nor sent a command");
+        }
+        if (j->ngot < j->nsent)
+            return; /* failed while sending: wait for what is out */
+    }
+    if (j->failed) {
+        lc_warn("rcpt=<%s> from=<%s> action failed: %s", j->rcpt, j->sender, j->errtxt);
+        set_tempfail(&j->res);
+    }
+    finish(j);
 }
 
 static void job_reply(const struct redisReply *reply, void *arg)
@@ -396,75 +591,70 @@ static void job_reply(const struct redisReply *reply, void *arg)
     struct lsd_job *j = arg;
     const redisReply *r = reply;
     int idx = j->ngot++;
+    if (j->kind == J_OP) {
+        op_reply(j, r);
+        return;
+    }
     if (!r) {
         if (!j->failed)
             snprintf(j->errtxt, sizeof j->errtxt, "connection to redis lost");
         j->failed = 1;
-    } else if (r->type == REDIS_REPLY_ERROR && !(j->kind != J_RCPT && j->phase == 1 && idx == j->nsent - 1)) {
-        /* an error reply (EXEC's own error is looked at by exec_ok below) */
+    } else if (r->type == REDIS_REPLY_ERROR && !(j->kind == J_BOUNCE && idx == j->nsent - 1)) {
+        /* an error reply (EXEC's own error is looked at by lsd_exec_ok below) */
         if (!j->failed)
             snprintf(j->errtxt, sizeof j->errtxt, "%s", r->str);
         j->failed = 1;
     } else if (!j->failed) {
-        if (j->kind == J_RCPT) {
+        if (j->kind == J_RCPT)
             rcpt_reply(j, idx, r);
-        } else if (j->phase == 0 && j->kind == J_POST) {
-            if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
-                j->post = (uint64_t)r->integer;
-            } else {
-                j->failed = 1;
-                snprintf(j->errtxt, sizeof j->errtxt, "INCR: unexpected reply");
-            }
-        } else if (idx == j->nsent - 1) {
-            if (!exec_ok(j, r))
-                j->failed = 1;
-        }
+        else if (idx == j->nsent - 1 && !lsd_exec_ok(r, j->errtxt, sizeof j->errtxt))
+            j->failed = 1;
     }
     if (j->ngot < j->nsent)
         return;
-
-    /* every reply of this phase is in */
-    if (j->kind == J_RCPT) {
+    if (j->kind == J_RCPT)
         rcpt_decide(j);
-        finish(j);
-        return;
-    }
-    if (j->kind == J_POST && j->phase == 0 && !j->failed) {
-        if (!j->done) { /* cancelled: the message may be gone; store nothing */
-            finish(j);
-            return;
-        }
-        j->phase = 1;
-        j->ngot = j->nsent = 0;
-        send_post_txn(j);
-        if (j->nsent > 0)
-            return;
-        j->failed = 1;
-    }
-    store_done(j);
+    else
+        bounce_done(j);
     finish(j);
 }
+
+/* ---------------------------------------------------------------- end of DATA */
 
 int lsd_store_post(struct lsd_server *srv, const char *list, const char *sender, const char *msg, size_t len,
                    lsd_job_fn *done, void *arg, struct lsd_job **jobp, struct lsd_result *res)
 {
     memset(res, 0, sizeof *res);
     *jobp = NULL;
-    struct lsd_job *j = job_new(srv, J_POST, done, arg);
-    snprintf(j->list, sizeof j->list, "%s", list);
-    snprintf(j->sender, sizeof j->sender, "%s", sender);
-    j->msg = msg;
-    j->len = len;
-    j->created = (long long)time(NULL);
-    const char *incr[] = {"INCR", LC_K_SEQ_POST};
-    if (jsendv(j, 2, incr) < 0) {
-        lc_warn("post list=%s from=<%s> size=%zu not stored: redis is down", list, sender, len);
-        free(j);
+    struct lsd_input *in = lc_calloc(1, sizeof *in);
+    snprintf(in->rcpt, sizeof in->rcpt, "%s", list);
+    snprintf(in->sender, sizeof in->sender, "%s", sender);
+    lsd_addr_parse(list, &in->addr);
+    in->msg = msg;
+    in->len = len;
+    lsd_msg_scan(msg, len, in->addr.list, &in->mi);
+    int rc = LSD_DONE;
+    if (in->mi.err == LSD_MSG_LINE) {
+        set_reply(res, 554, "554 5.6.0 Error: a header line is longer than %d octets", LSD_HDR_LINE_MAX);
+    } else if (in->mi.err == LSD_MSG_HEADER) {
+        set_reply(res, 552, "552 5.3.4 Error: the message header is larger than %d octets", LSD_HDR_MAX);
+    } else if (in->mi.loop) {
+        set_reply(res, 554, "554 5.4.6 Error: mail loop: the message already went through %s", in->addr.list);
+    } else if (in->mi.hops > LSD_LOOP_HOPS) {
+        set_reply(res, 554, "554 5.4.6 Error: too many hops (%d Received: fields), mail loop?", in->mi.hops);
+    } else if (!lsd_redis_up(srv->redis)) {
         set_tempfail(res);
-        return LSD_DONE;
+    } else if (in->addr.kind == LSD_A_POST) {
+        rc = lsd_post_start(srv, in, done, arg, jobp, res);
+    } else if (in->addr.kind == LSD_A_APPROVE || in->addr.kind == LSD_A_REJECT) {
+        rc = lsd_mod_start(srv, in, done, arg, jobp, res);
+    } else {
+        rc = lsd_cmds_start(srv, in, done, arg, jobp, res);
     }
-    *jobp = j;
-    return LSD_PENDING;
+    if (rc == LSD_DONE && res->code != 250)
+        lc_info("rcpt=<%s> from=<%s> size=%zu refused: %s", list, sender, len, res->text);
+    free(in);
+    return rc;
 }
 
 int lsd_store_bounces(struct lsd_server *srv, const char *sender, const struct lsd_bounce_rcpt *rcpts, int n,

@@ -1,9 +1,11 @@
-/* lsd_server: listd's listening socket, its session registry and its concurrency limit.
+/* lsd_server: listd's listening socket, its session registry, its concurrency limits and its TLS credentials.
  *
  * Accepts on smtp.listen (non-blocking, close-on-exec, TCP_NODELAY: sessions batch their own replies).
- * At most LSD_SESSIONS_MAX sessions: one more connection gets "421 4.3.2 ... too many connections" written
- * straight away (best effort) and is closed. Out of file descriptors (EMFILE/ENFILE): accepting pauses for one
- * second instead of spinning on a level-triggered listener.
+ * At most smtp.max_sessions sessions: one more connection gets "421 4.3.2 ... too many connections" written
+ * straight away (best effort) and is closed; at most smtp.max_sessions_per_ip from one client address (421 4.7.0
+ * too many connections from your address). Out of file descriptors (EMFILE/ENFILE): accepting pauses for one
+ * second instead of spinning on a level-triggered listener. STARTTLS credentials (tls.cert, tls.key) are loaded
+ * here, at start: an error in them is an error of lsd_server_new.
  */
 #include "lsd.h"
 
@@ -65,7 +67,7 @@ static void on_accept(struct lc_loop *loop, int lfd, int events, void *arg)
         }
         char ip[INET6_ADDRSTRLEN + 1];
         peer_ip(&ss, ip, sizeof ip);
-        if (srv->nsessions >= LSD_SESSIONS_MAX) {
+        if (srv->nsessions >= srv->max_sessions) {
             char line[400];
             int n = snprintf(line, sizeof line, "421 4.3.2 %s Error: too many connections, try again later\r\n",
                              srv->hostname);
@@ -73,6 +75,18 @@ static void on_accept(struct lc_loop *loop, int lfd, int events, void *arg)
             (void)w;
             close(fd);
             lc_info("client=%s refused: %d sessions already", ip, srv->nsessions);
+            continue;
+        }
+        int from_ip = lsd_session_count_ip(srv, ip);
+        if (from_ip >= srv->max_per_ip) {
+            char line[400];
+            int n = snprintf(line, sizeof line,
+                             "421 4.7.0 %s Error: too many connections from your address, try again later\r\n",
+                             srv->hostname);
+            ssize_t w = write(fd, line, (size_t)n);
+            (void)w;
+            close(fd);
+            lc_info("client=%s refused: %d sessions from this address already", ip, from_ip);
             continue;
         }
         int one = 1;
@@ -84,13 +98,24 @@ static void on_accept(struct lc_loop *loop, int lfd, int events, void *arg)
 struct lsd_server *lsd_server_new(struct lc_loop *loop, const struct lc_cfg *cfg, const struct lc_secret *secret,
                                   char *err, size_t errlen)
 {
+    struct lsd_tls *tls = NULL;
+    const char *cert = lc_cfg_str(cfg, "tls.cert"), *key = lc_cfg_str(cfg, "tls.key");
+    if ((*cert || *key) && !(tls = lsd_tls_new(cert, key, err, errlen)))
+        return NULL;
     const char *listen_on = lc_cfg_str(cfg, "smtp.listen");
-    int fd = lc_net_listen(listen_on, 128);
+    int fd = lc_net_listen(listen_on, 512);
     if (fd < 0) {
         snprintf(err, errlen, "smtp.listen %s: %s", listen_on, strerror(errno));
+        lsd_tls_free(tls);
         return NULL;
     }
     struct lsd_server *srv = lc_calloc(1, sizeof *srv);
+    srv->tls = tls;
+    srv->max_sessions = (int)lc_cfg_int(cfg, "smtp.max_sessions");
+    srv->max_per_ip = (int)lc_cfg_int(cfg, "smtp.max_sessions_per_ip");
+    srv->max_rcpt = (int)lc_cfg_int(cfg, "smtp.max_recipients");
+    srv->max_errors = (int)lc_cfg_int(cfg, "smtp.max_errors");
+    srv->idle_ms = (long)lc_cfg_int(cfg, "smtp.idle_timeout") * 1000;
     srv->loop = loop;
     srv->secret = secret;
     srv->listen_fd = fd;
@@ -99,7 +124,9 @@ struct lsd_server *lsd_server_new(struct lc_loop *loop, const struct lc_cfg *cfg
     srv->redis = lsd_redis_new(loop, lc_cfg_str(cfg, "redis.url"));
     if (lc_loop_watch(loop, fd, LC_READ, on_accept, srv) < 0)
         lc_fatal("epoll on the listening socket: %s", strerror(errno));
-    lc_info("listening on %s as %s, max message size %lld", listen_on, srv->hostname, srv->max_size);
+    lc_info("listening on %s as %s, max message size %lld, sessions %d (%d per client), recipients %d, errors %d, "
+            "idle %ld s, STARTTLS %s", listen_on, srv->hostname, srv->max_size, srv->max_sessions, srv->max_per_ip,
+            srv->max_rcpt, srv->max_errors, srv->idle_ms / 1000, tls ? "on" : "off");
     return srv;
 }
 
@@ -114,5 +141,6 @@ void lsd_server_free(struct lsd_server *srv)
     while (srv->sessions)
         lsd_session_shutdown(srv->sessions);
     lsd_redis_free(srv->redis);
+    lsd_tls_free(srv->tls);
     free(srv);
 }

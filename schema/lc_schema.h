@@ -20,6 +20,8 @@
 #define LC_K_SEQ_SUB "lc:seq:sub"             /* counter: subscriber ids */
 #define LC_K_SEQ_POST "lc:seq:post"           /* counter: post ids */
 #define LC_K_SUPPRESS "lc:suppress"           /* SET of globally suppressed addresses */
+#define LC_K_RETRY "lc:retry"                 /* ZSET: deferred recipients waiting for a retry, scored by due time */
+#define LC_K_TLSPOLICY "lc:tlspolicy"         /* HASH domain -> STARTTLS policy none|may|encrypt (sender) */
 
 /* Streams and their consumer groups. */
 #define LC_S_POSTS "lc:stream:posts"          /* listd -> expander: field post=<id> */
@@ -70,5 +72,22 @@ int lc_key_msg(char *out, size_t outlen, uint64_t post);                      /*
 int lc_key_posts(char *out, size_t outlen, const char *list);                /* lc:posts:LIST (ZSET) */
 int lc_key_postdom(char *out, size_t outlen, uint64_t post);                  /* lc:postdom:ID (HASH) */
 int lc_key_postbnc(char *out, size_t outlen, uint64_t post);                  /* lc:postbnc:ID (SET) */
+/* bounce: per-list bounce report counters, KIND is "reason", "domain" or "post" (HASH name -> count). */
+int lc_key_bncstat(char *out, size_t outlen, const char *kind, const char *list); /* lc:bncstat:KIND:LIST */
+/* listd: held posts and rate limits of email commands (SCHEMA.md "Moderation and email commands"). */
+int lc_key_held(char *out, size_t outlen, uint64_t post);                     /* lc:held:ID (HASH, TTL) */
+int lc_key_ratelimit(char *out, size_t outlen, const char *what, const char *list,
+                     const char *addr);                                       /* lc:rl:WHAT:LIST:ADDR (TTL) */
+
+/* Admin web UI (webui/, `listcast admin`): accounts, API tokens, sessions, login throttling, used tokens. */
+#define LC_K_ADMINS "lc:admins"               /* SET of admin user names */
+#define LC_K_APITOKENS "lc:apitokens"         /* HASH sha256hex(API token) -> user name */
+#define LC_K_SEQ_IMPORT "lc:seq:import"       /* counter: CSV import ids */
+int lc_key_admin(char *out, size_t outlen, const char *user);                 /* lc:admin:USER (HASH) */
+int lc_key_session(char *out, size_t outlen, const char *sid);                /* lc:session:SID (HASH, TTL) */
+int lc_key_loginfail(char *out, size_t outlen, const char *kind, const char *who); /* lc:loginfail:KIND:WHO */
+int lc_key_usedtok(char *out, size_t outlen, const char *token);              /* lc:usedtok:TOKEN (STRING, TTL) */
+int lc_key_import(char *out, size_t outlen, uint64_t id);                     /* lc:import:ID (HASH) */
+int lc_key_importerr(char *out, size_t outlen, uint64_t id);                  /* lc:importerr:ID (LIST) */
 
 #endif
