@@ -12,11 +12,16 @@
  *   snd_dest.c   destinations (one IP:port each): recipient queues, connection limits, down marking.
  *   snd_conn.c   one SMTP client connection: explicit state machine, pipelining, timeouts.
  *   snd_reply.c  a bounded SMTP reply parser (pure, no I/O).
+ *   snd_tls.c    STARTTLS client sessions (GnuTLS, no certificate verification: RFC 7435 opportunistic) and the
+ *                per-domain TLS policy cache (lc:tlspolicy).
+ *   snd_retry.c  the retry schedule: backoff with jitter, expiry, the lc:retry members and the due-retry poller.
  * Ownership: struct snd owns the batch list, the post cache and the destination table; a batch owns its
  * recipients and holds a reference on its post; a destination owns its connections; a connection holds
  * references on the posts whose bodies are in its output queue and borrows the recipients it is working on
  * (a batch is never freed while one of its recipients lacks an outcome).
- * Deferred recipients (4xx, no reachable MX) are counted and logged; they are not yet retried.
+ * Deferred recipients (4xx, no reachable MX, protocol errors) go to sender.fallback_relay first (first attempt
+ * only), then into the retry schedule lc:retry (written in the batch's commit), from which a poller moves due
+ * recipients back into lc:stream:deliveries as new batches; past sender.max_lifetime they bounce as expired.
  */
 #ifndef SND_H
 #define SND_H
@@ -44,13 +49,14 @@ struct redisReply;
 #define SND_MAX_TARGETS 32         /* NAME/IP pairs per batch */
 #define SND_MAX_RCPTS 10000        /* recipients per batch (sender.batch_size is at most 10,000) */
 #define SND_RCPTS_PER_CONN 10      /* queued recipients that justify one more connection to a host */
-#define SND_DOWN_MS 60000          /* a host that failed to connect is skipped this long */
 #define SND_CONNECT_MS 30000       /* connect timeout */
-#define SND_REPLY_MS 60000         /* banner, reply and write-progress timeout (RFC 5321 asks 300 s) */
 #define SND_IDLE_MS 10000          /* an idle connection is closed (QUIT) after this */
 #define SND_QUIT_MS 10000          /* wait for the QUIT reply at most this long */
 #define SND_LINE_MAX 4096          /* one reply line, without CRLF */
 #define SND_REPLY_MAX 65536        /* one whole (multi-line) reply */
+#define SND_RETRY_POLL_MS 1000     /* due-retry poller period */
+#define SND_RETRY_MOVE 1000        /* recipients moved back to work per poll */
+#define SND_TLSPOL_MS 30000        /* lc:tlspolicy reload period */
 
 /* ---- the daemon ---- */
 
@@ -67,6 +73,14 @@ struct snd {
     const char *node;      /* consumer name */
     const char *helo;      /* EHLO name */
     const char *relay;     /* "" or HOST:PORT taking every delivery */
+    const char *fallback;  /* "" or HOST:PORT taking recipients whose first attempt was deferred */
+    const char *public_url; /* http.public_url, without a trailing '/' */
+    int tls;               /* enum snd_tls_policy: sender.tls */
+    int reply_ms;          /* sender.reply_timeout */
+    int mx_backoff_ms;     /* sender.mx_backoff */
+    int retry_min, retry_max, max_lifetime; /* seconds */
+    int batch_size;
+    struct snd_tls_ctx *tlsctx; /* GnuTLS credentials and the policy table */
     int mx_port;
     int concurrency;       /* global connection limit */
     int per_mx;            /* connections to one destination */
@@ -116,7 +130,11 @@ struct snd_post {
     size_t len;
     size_t msglen;       /* the message as the server receives it, CRLF and unstuffed (SIZE=) */
     int eightbit;        /* has octets >= 0x80 (BODY=8BITMIME) */
+    char *raw;           /* the message with CRLF line ends, not dot-stuffed, no final dot (BDAT); msglen long */
     char domain[256];    /* list domain, lower case: the VERP domain */
+    char local[LC_ADDR_MAX + 1]; /* list local part (List-Unsubscribe: LOCAL-unsubscribe@DOMAIN) */
+    int notice;          /* kind = notice: no List-Unsubscribe header */
+    int64_t created;     /* unix s, 0 if unknown: the start of max_lifetime */
     struct snd_batch *waiters; /* batches waiting for the load (linked by wnext) */
     struct snd_post *next, *prev;
 };
@@ -130,6 +148,10 @@ void snd_post_unref(struct snd_post *p);
 void snd_post_set_body(struct snd_post *p, const char *msg, size_t len);
 /* snd_post_set_list takes the list address and keeps its domain; returns 0 or -1 (not an address). */
 int snd_post_set_list(struct snd_post *p, const char *list, size_t len);
+/* snd_post_unsub writes the per-recipient List-Unsubscribe and List-Unsubscribe-Post header lines (CRLF ended)
+ * for subscriber sub into out; returns the length, 0 for notices (no header), or -1 if it does not fit. */
+int snd_post_unsub(const struct snd_post *p, const struct lc_secret *secret, const char *public_url, uint64_t sub,
+                   char *out, size_t outlen);
 /* snd_post_free_all frees the cache at exit (references are ignored). */
 void snd_post_free_all(struct snd *snd);
 
@@ -148,6 +170,10 @@ struct snd_rcpt {
     uint64_t sub;
     const char *addr;            /* normalised, in the batch's pool */
     int hop;                     /* index of the target being tried (-1: bounced locally, no host) */
+    int attempt;                 /* attempts made before this one (0: first attempt) */
+    int64_t first;               /* unix s of the first attempt (0: this one) */
+    int64_t due;                 /* SND_O_DEFERRED: unix s of the next attempt */
+    unsigned char tls;           /* enum snd_tls_policy for the recipient's domain */
     enum snd_outcome outcome;
     char *reply;                 /* reply text of a bounce (owned) */
     struct snd_rcpt *next;       /* destination queue link */
@@ -164,6 +190,10 @@ struct snd_batch {
     int nrcpts;
     char *pool;                  /* the recipients' addresses, NUL-separated */
     int left;                    /* recipients without an outcome */
+    int fb;                      /* index of the fallback relay target, -1 if none */
+    char *hosts;                 /* the entry's hosts field (owned), kept for retries */
+    char *from;                  /* the entry's from field (notices; owned), NULL: VERP per recipient */
+    int64_t started;             /* unix s the batch started */
     int drop;                    /* unusable entry: acknowledge only, count nothing */
     enum snd_batch_st state;
     int64_t retry_at;            /* SND_B_COMMIT_WAIT: not before (loop ms) */
@@ -190,12 +220,60 @@ void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
 /* snd_rcpt_host formats "name[ip:port]" of the recipient's current (or last) target, or "none". */
 void snd_rcpt_host(const struct snd_rcpt *r, char *out, size_t outlen);
 const char *snd_outcome_name(enum snd_outcome o);
+/* snd_rcpt_ntargets is the number of targets the recipient may use (the fallback relay on a first attempt only). */
+int snd_rcpt_ntargets(const struct snd_rcpt *r);
+
+/* ---- snd_retry.c: the retry schedule ---- */
+
+/* snd_retry_plan decides what a deferral means: 1 (expired: bounce with the 4.4.7 reply written to out) or 0
+ * (r->due set to the next attempt). now: unix s. */
+int snd_retry_plan(const struct snd *snd, struct snd_rcpt *r, int64_t now, char *out, size_t outlen);
+/* snd_retry_member writes the lc:retry member of a deferred recipient to b (reset first); -1 if too long. */
+struct lc_buf;
+int snd_retry_member(const struct snd_rcpt *r, int64_t now, struct lc_buf *b);
+/* snd_retry_attempts parses an entry's attempts field into the batch's recipients (by position). */
+void snd_retry_attempts(struct snd_batch *b, const char *s, size_t n);
+/* SND_LUA_RETRY_POLL moves due members of KEYS[1] (lc:retry) into KEYS[2] (lc:stream:deliveries), grouped by
+ * post, hosts and from, at most ARGV[3] recipients per batch; ARGV[1] = now (unix s), ARGV[2] = max members. */
+extern const char snd_lua_retry_poll[];
+
+/* ---- snd_tls.c: STARTTLS ---- */
+
+enum snd_tls_policy { SND_TLS_NONE = 0, SND_TLS_MAY = 1, SND_TLS_ENCRYPT = 2 };
+struct snd_tls_ctx;
+struct snd_tls;
+
+/* snd_tls_policy_parse maps "none"/"may"/"encrypt" to the enum; -1 otherwise. */
+int snd_tls_policy_parse(const char *s, size_t n);
+const char *snd_tls_policy_name(int pol);
+/* snd_tls_ctx_new makes the client credentials; NULL (with err) if GnuTLS fails. */
+struct snd_tls_ctx *snd_tls_ctx_new(char *err, size_t errlen);
+void snd_tls_ctx_free(struct snd_tls_ctx *x);
+/* snd_tls_policy_set replaces the per-domain table from an HGETALL reply (field/value strings). */
+void snd_tls_policy_set(struct snd_tls_ctx *x, const struct redisReply *hash);
+/* snd_tls_policy_of returns the policy for a recipient domain (the table's, else def). */
+int snd_tls_policy_of(const struct snd_tls_ctx *x, const char *domain, int def);
+/* snd_tls_new starts a client session on fd; NULL on failure. */
+struct snd_tls *snd_tls_new(struct snd_tls_ctx *x, int fd, const char *servername);
+void snd_tls_free(struct snd_tls *t);
+/* snd_tls_handshake: 1 done, 0 in progress (*want: LC_READ or LC_WRITE), -1 failed (why in err). */
+int snd_tls_handshake(struct snd_tls *t, int *want, char *err, size_t errlen);
+/* snd_tls_recv/send: bytes, 0 (recv: the peer closed), -2 would block, -1 error (why in err). A send that
+ * would block must be repeated with the same arguments. */
+long snd_tls_recv(struct snd_tls *t, char *buf, size_t n, char *err, size_t errlen);
+long snd_tls_send(struct snd_tls *t, const char *buf, size_t n, char *err, size_t errlen);
+/* snd_tls_pending: decrypted bytes buffered in the session. */
+size_t snd_tls_pending(struct snd_tls *t);
+/* snd_tls_describe writes "TLS1.3 cipher=AES-256-GCM" for the log. */
+void snd_tls_describe(struct snd_tls *t, char *out, size_t outlen);
 
 /* ---- snd_dest.c: destinations ---- */
 
 /* snd_dest_enqueue queues r at target t (creating the destination); if the destination is down, returns -1
  * and queues nothing. */
 int snd_dest_enqueue(struct snd *snd, const struct snd_target *t, struct snd_rcpt *r);
+/* snd_dest_peek returns the next queued recipient without taking it (NULL: none). */
+struct snd_rcpt *snd_dest_peek(struct snd_dest *d);
 /* snd_dest_pull hands the next queued recipient to a connection (NULL: none). */
 struct snd_rcpt *snd_dest_pull(struct snd_dest *d);
 /* snd_dest_ready tells that a connection finished its greeting (it may now carry transactions). */
@@ -203,7 +281,8 @@ void snd_dest_ready(struct snd_dest *d, struct snd_conn *c);
 /* snd_dest_idle tells that a ready connection ran out of work: it QUITs at once if another destination waits
  * for a slot. */
 void snd_dest_idle(struct snd_dest *d, struct snd_conn *c);
-/* snd_dest_gone tells that a connection closed; setup_failed: it never got ready (connect, banner, EHLO). */
+/* snd_dest_gone tells that a connection closed; setup_failed: it never got ready (connect, banner, EHLO,
+ * STARTTLS): the host is marked down for sender.mx_backoff when no other connection to it works. */
 void snd_dest_gone(struct snd_dest *d, struct snd_conn *c, int setup_failed, const char *why);
 /* snd_dest_label returns "ip:port". */
 const char *snd_dest_label(const struct snd_dest *d);
@@ -218,7 +297,7 @@ void snd_dest_free_all(struct snd *snd);
 
 /* snd_conn_new starts a connection to a destination; failures are reported later from the loop, never from
  * inside this call. */
-struct snd_conn *snd_conn_new(struct snd *snd, struct snd_dest *d, const void *sa, unsigned salen);
+struct snd_conn *snd_conn_new(struct snd *snd, struct snd_dest *d, const void *sa, unsigned salen, const char *name);
 /* snd_conn_kick makes an idle ready connection take queued work. */
 void snd_conn_kick(struct snd_conn *c);
 /* snd_conn_idle: 1 if the connection is ready and carries no transaction. */
@@ -243,5 +322,7 @@ void snd_queue_load(struct snd *snd, struct snd_post *p);
 void snd_queue_commit(struct snd_batch *b);
 /* snd_queue_more reads more entries if there is room (called when a batch is freed). */
 void snd_queue_more(struct snd *snd);
+/* snd_now is the wall clock in unix seconds. */
+int64_t snd_now(void);
 
 #endif

@@ -9,7 +9,12 @@
  * Redis) is acknowledged without counting anything, with a warning. A recipient line whose address is not a
  * valid mailbox is bounced locally ("550 5.1.3"), so the bounce daemon sees it.
  * sender.relay, when set, replaces every batch's hosts. Host names must be numeric IPs (no DNS here).
- * Deferred recipients are counted, not yet retried.
+ * A notice batch carries `from`: the envelope sender of every recipient instead of VERP. A retry batch (from the
+ * poller, snd_retry.c) carries `attempts`, one "ATTEMPTS FIRST" line per recipient line.
+ * sender.fallback_relay, when set, is appended as the last target; only first attempts use it: a recipient whose
+ * first attempt is deferred (a 4xx reply, a protocol error, or no MX host left) moves to it before it is
+ * scheduled for a retry. A deferral is final for the batch: the recipient goes into lc:retry with its due time
+ * (or, past sender.max_lifetime, bounces with a 4.4.7 "expired" reply).
  * Limits: SND_MAX_TARGETS targets and SND_MAX_RCPTS recipients per batch (more are refused with a warning).
  */
 #include "snd.h"
@@ -109,16 +114,37 @@ static int add_target(struct snd_batch *b, const char *name, size_t nlen, const 
     return 0;
 }
 
-/* parse_hosts fills b->targets from a hosts field (or the configured relay). */
+static void parse_hosts2(struct snd_batch *b, const char *s, size_t n);
+
+/* parse_hosts fills b->targets from a hosts field (or the configured relay), then the fallback relay. */
 static void parse_hosts(struct snd_batch *b, const char *s, size_t n)
 {
     struct snd *snd = b->snd;
     b->targets = lc_calloc(SND_MAX_TARGETS, sizeof *b->targets);
+    b->hosts = lc_malloc(n + 1);
+    memcpy(b->hosts, s, n);
+    b->hosts[n] = 0;
+    for (char *c = b->hosts; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' '; /* a retry member keeps it on one line */
+    b->fb = -1;
     if (*snd->relay) {
         if (add_target(b, "relay", 5, NULL, 0, 0, snd->relay) < 0)
             lc_warn("sender.relay %s: not a numeric HOST:PORT", snd->relay);
-        return;
+    } else {
+        parse_hosts2(b, s, n);
     }
+    if (*snd->fallback) {
+        if (add_target(b, "fallback", 8, NULL, 0, 0, snd->fallback) < 0)
+            lc_warn("sender.fallback_relay %s: not a numeric HOST:PORT", snd->fallback);
+        else
+            b->fb = b->ntargets - 1;
+    }
+}
+
+static void parse_hosts2(struct snd_batch *b, const char *s, size_t n)
+{
+    struct snd *snd = b->snd;
     size_t i = 0;
     while (i < n) {
         while (i < n && isspace((unsigned char)s[i]))
@@ -222,6 +248,9 @@ void snd_batch_add(struct snd *snd, const char *id, const redisReply *fields)
     snd->nbatches++;
 
     const redisReply *post = field(fields, "post"), *hosts = field(fields, "hosts"), *rcpts = field(fields, "rcpts");
+    const redisReply *from = field(fields, "from"), *attempts = field(fields, "attempts");
+    b->fb = -1;
+    b->started = snd_now();
     if (!post || parse_u64(post->str, post->len, &b->post) < 0 || b->post == 0 || !rcpts) {
         lc_warn("batch=%s: entry without post or rcpts: acknowledged and ignored", b->id);
         b->drop = 1;
@@ -238,6 +267,21 @@ void snd_batch_add(struct snd *snd, const char *id, const redisReply *fields)
         return;
     }
     parse_hosts(b, hosts ? hosts->str : "", hosts ? hosts->len : 0);
+    if (attempts)
+        snd_retry_attempts(b, attempts->str, attempts->len);
+    if (from) {
+        char norm[LC_ADDR_MAX + 1];
+        const char *why;
+        if (from->len == 0) {
+            b->from = lc_strdup("");
+        } else if (lc_addr_norm(from->str, from->len, norm, &why) == 0) {
+            b->from = lc_strdup(norm);
+        } else {
+            lc_warn("post=%llu batch=%s: bad from \"%.*s\" (%s): the null sender is used",
+                    (unsigned long long)b->post, b->id, (int)(from->len > 200 ? 200 : from->len), from->str, why);
+            b->from = lc_strdup("");
+        }
+    }
     lc_debug("post=%llu batch=%s: %d recipients, %d targets", (unsigned long long)b->post, b->id, b->nrcpts,
              b->ntargets);
     b->state = SND_B_LOADING;
@@ -273,6 +317,11 @@ void snd_batch_start(struct snd_batch *b)
     b->left = b->nrcpts;
     for (int i = 0; i < b->nrcpts; i++) {
         struct snd_rcpt *r = &b->rcpts[i];
+        const char *at = strrchr(r->addr, '@');
+        r->tls = (unsigned char)snd_tls_policy_of(b->snd->tlsctx, at ? at + 1 : "", b->snd->tls);
+    }
+    for (int i = 0; i < b->nrcpts; i++) {
+        struct snd_rcpt *r = &b->rcpts[i];
         if (r->reply) {
             char *why = r->reply;
             r->reply = NULL;
@@ -302,6 +351,8 @@ void snd_batch_free(struct snd_batch *b)
     free(b->rcpts);
     free(b->pool);
     free(b->targets);
+    free(b->hosts);
+    free(b->from);
     snd_post_unref(b->p);
     free(b);
 }
@@ -317,11 +368,17 @@ void snd_rcpt_host(const struct snd_rcpt *r, char *out, size_t outlen)
     snprintf(out, outlen, "%s[%s]", b->targets[i].name, b->targets[i].key);
 }
 
+int snd_rcpt_ntargets(const struct snd_rcpt *r)
+{
+    const struct snd_batch *b = r->batch;
+    return b->fb >= 0 && r->attempt > 0 ? b->fb : b->ntargets;
+}
+
 void snd_rcpt_route(struct snd_rcpt *r, const char *why)
 {
     struct snd_batch *b = r->batch;
-    int skipped = 0;
-    while (r->hop < b->ntargets) {
+    int skipped = 0, nt = snd_rcpt_ntargets(r);
+    while (r->hop < nt) {
         if (snd_dest_enqueue(b->snd, &b->targets[r->hop], r) == 0)
             return;
         skipped = 1;
@@ -332,7 +389,7 @@ void snd_rcpt_route(struct snd_rcpt *r, const char *why)
         snprintf(reason, sizeof reason, "%s", why);
     else if (skipped)
         snprintf(reason, sizeof reason, "%s; no MX host left (hosts that failed within %d s are skipped)", why,
-                 SND_DOWN_MS / 1000);
+                 b->snd->mx_backoff_ms / 1000);
     else
         snprintf(reason, sizeof reason, "%s; no MX host left", why);
     snd_rcpt_outcome(r, SND_O_DEFERRED, reason);
@@ -354,14 +411,35 @@ void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
     if (r->outcome != SND_O_NONE || o == SND_O_NONE)
         lc_panic("post=%llu rcpt=<%s>: second outcome %s after %s", (unsigned long long)b->post, r->addr,
                  snd_outcome_name(o), snd_outcome_name(r->outcome));
+    char host[400], q[600], exp[200];
+    if (o == SND_O_DEFERRED && r->attempt == 0 && b->fb >= 0 && r->hop < b->fb) {
+        snd_rcpt_host(r, host, sizeof host);
+        snd_reply_quote(reply, q, sizeof q);
+        lc_info("post=%llu rcpt=<%s> deferred host=%s reply=\"%s\": trying the fallback relay %s",
+                (unsigned long long)b->post, r->addr, host, q, b->targets[b->fb].key);
+        r->hop = b->fb;
+        snd_rcpt_route(r, reply);
+        return;
+    }
+    int64_t now = snd_now();
+    if (o == SND_O_DEFERRED && snd_retry_plan(b->snd, r, now, exp, sizeof exp) == 1) {
+        snd_reply_quote(reply, q, sizeof q);
+        lc_info("post=%llu rcpt=<%s> expired after %d attempts, last reply=\"%s\"", (unsigned long long)b->post,
+                r->addr, r->attempt + 1, q);
+        o = SND_O_BOUNCED;
+        reply = exp;
+    }
     r->outcome = o;
     if (o == SND_O_BOUNCED)
         r->reply = lc_strdup(reply);
-    char host[400], q[600];
     snd_rcpt_host(r, host, sizeof host);
     snd_reply_quote(reply, q, sizeof q);
-    lc_info("post=%llu rcpt=<%s> %s host=%s reply=\"%s\"", (unsigned long long)b->post, r->addr, snd_outcome_name(o),
-            host, q);
+    if (o == SND_O_DEFERRED)
+        lc_info("post=%llu rcpt=<%s> deferred host=%s reply=\"%s\" attempt=%d retry_in=%llds",
+                (unsigned long long)b->post, r->addr, host, q, r->attempt + 1, (long long)(r->due - now));
+    else
+        lc_info("post=%llu rcpt=<%s> %s host=%s reply=\"%s\"", (unsigned long long)b->post, r->addr,
+                snd_outcome_name(o), host, q);
     if (--b->left == 0) {
         b->state = SND_B_COMMIT_WAIT;
         snd_queue_commit(b);

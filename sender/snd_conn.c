@@ -1,22 +1,39 @@
 /* snd_conn: one SMTP client connection, as an explicit state machine with separate send and receive sides.
  *
- * Session states (table below, each with its timeout): connecting, banner, ehlo, helo, ready, quit. In the ready
+ * Session states (table below, each with its timeout): connecting, banner, ehlo, helo, starttls, tls handshake,
+ * ready, quit. In the ready
  * state the connection carries transactions, one per recipient (each has its own VERP envelope sender). The
  * send side writes commands as soon as the rules allow and records, for each command, the reply it expects in
  * a FIFO; the receive side takes replies off the FIFO in order (Postfix smtp_proto.c keeps the same split).
  * With PIPELINING (RFC 2920) a transaction is one write, "[RSET] MAIL FROM:<verp> RCPT TO:<rcpt> DATA"; the
  * shared post body goes out after the 354, and the next transaction's commands follow the body in the same
  * write (message content may start a command group). Without PIPELINING each command waits for its reply.
+ * With CHUNKING (RFC 3030) and PIPELINING a transaction is "MAIL RCPT BDAT n LAST" followed by the message
+ * itself, all in one write, and the next transaction may follow at once (up to SND_CONN_TXN in flight).
+ * A transaction's per-recipient bytes are the envelope and, for list posts, the List-Unsubscribe header lines
+ * (snd_post_unsub), written into the command buffer; the message body is a segment pointing at the post's shared
+ * buffer (writev), never copied. A notice batch's `from` replaces the VERP envelope sender.
+ * STARTTLS (GnuTLS, snd_tls.c): when the server offers it and the policy of the next recipient (per domain, else
+ * sender.tls) is not `none`, the client sends STARTTLS after EHLO, handshakes, logs the TLS version and cipher,
+ * and says EHLO again. A refused STARTTLS or a failed handshake is a failed connection setup (next MX, host
+ * marked down); a recipient whose policy is `encrypt` is never given to a connection in clear: it is deferred.
  * Outcomes: 2xx after the final "." delivered; 4xx at MAIL, RCPT, DATA or "." deferred; 5xx bounced; 421 at
  * any point, a refused or timed-out connect, a dropped connection, a failed greeting or a timeout: every
  * recipient in flight moves to its next MX host (snd_rcpt_failover). A malformed or oversized reply (see
- * snd_reply.c) drops the connection and defers the recipients in flight. After a transaction that ended
+ * snd_reply.c) drops the connection and defers the recipients in flight, and so does a reply that cannot answer
+ * the command it is taken for (a 3xx to MAIL, RCPT, RSET, BDAT or the final dot, a 2xx to DATA): a server that
+ * mis-orders pipelined replies is a protocol error. A deferral goes to the fallback relay and the retry
+ * schedule (snd_batch.c). After a transaction that ended
  * without its "." while MAIL was accepted, RSET precedes the next MAIL.
  * Persistent: a ready connection with nothing to do waits SND_IDLE_MS for more work, then sends QUIT (at once
  * when the global limit is reached and another destination waits for a connection slot).
- * Timeouts run on a lazy deadline: I/O progress moves it, one loop timer checks it.
+ * Timeouts run on a lazy deadline, sender.reply_timeout for a whole reply: a completed reply or write progress
+ * moves it, single bytes trickling in do not (a tarpit cannot hold a connection slot forever); one loop timer
+ * checks it.
  * Every failure is handled from a loop callback; the connection is freed at the end of that callback.
- * Limits: at most 2 transactions in flight, SND_CONN_EXP replies expected, SND_CONN_SEGS output segments.
+ * Limits: at most SND_CONN_TXN transactions in flight, SND_CONN_EXP replies expected, SND_CONN_SEGS output
+ * segments. No allocation per transaction: transactions live in a per-connection array and command buffers are
+ * recycled.
  */
 #include "snd.h"
 
@@ -36,36 +53,43 @@
 #include "lc_net.h"
 #include "lc_verp.h"
 
-#define SND_CONN_EXP 16
-#define SND_CONN_TXN 2
-#define SND_CONN_SEGS 8
+#define SND_CONN_EXP 24
+#define SND_CONN_TXN 4
+#define SND_CONN_SEGS 16
 #define SND_CMD_MAX 16384
+#define SND_HDR_MAX 2048
 
-enum cstate { C_CONNECTING, C_BANNER, C_EHLO, C_HELO, C_READY, C_QUIT, C_DEAD };
+enum cstate { C_CONNECTING, C_BANNER, C_EHLO, C_HELO, C_STARTTLS, C_TLSHAKE, C_READY, C_QUIT, C_DEAD };
 
+/* Timeouts: 0 = sender.reply_timeout. */
 static const struct {
     const char *name;
     int timeout_ms;
 } cstates[] = {
     [C_CONNECTING] = {"connecting", SND_CONNECT_MS},
-    [C_BANNER] = {"banner", SND_REPLY_MS},
-    [C_EHLO] = {"ehlo", SND_REPLY_MS},
-    [C_HELO] = {"helo", SND_REPLY_MS},
-    [C_READY] = {"ready", SND_REPLY_MS}, /* SND_IDLE_MS when nothing is in flight */
+    [C_BANNER] = {"banner", 0},
+    [C_EHLO] = {"ehlo", 0},
+    [C_HELO] = {"helo", 0},
+    [C_STARTTLS] = {"starttls", 0},
+    [C_TLSHAKE] = {"tls handshake", 0},
+    [C_READY] = {"ready", 0}, /* SND_IDLE_MS when nothing is in flight */
     [C_QUIT] = {"quit", SND_QUIT_MS},
     [C_DEAD] = {"dead", 0},
 };
 
 /* Replies the receive side expects, in order. */
-enum xkind { X_BANNER, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT };
-static const char *const xnames[] = {"banner", "EHLO", "HELO", "RSET", "MAIL FROM", "RCPT TO", "DATA",
-                                     "end of data", "QUIT"};
+enum xkind { X_BANNER, X_EHLO, X_HELO, X_STARTTLS, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_BDAT, X_QUIT };
+static const char *const xnames[] = {"banner", "EHLO", "HELO", "STARTTLS", "RSET", "MAIL FROM", "RCPT TO", "DATA",
+                                     "end of data", "BDAT", "QUIT"};
 
 /* Send state of a transaction: the next thing to write. */
 enum nx { NX_MAIL, NX_RCPT, NX_DATA, NX_WAIT354, NX_DOT, NX_END };
 
 struct txn {
+    int used;
     struct snd_rcpt *r;
+    int hdrlen;   /* per-recipient header lines (List-Unsubscribe) */
+    char hdr[SND_HDR_MAX];
     enum nx next;
     int pending;  /* expected replies not yet received */
     int mail_ok;  /* MAIL FROM got 2xx: the server is in a transaction */
@@ -75,6 +99,7 @@ struct txn {
 struct seg {
     struct lc_buf *b;      /* commands (owned), or */
     struct snd_post *p;    /* a post body (referenced) */
+    int raw;               /* p->raw (BDAT) instead of p->body */
     size_t off;
 };
 
@@ -91,7 +116,15 @@ struct snd_conn {
     uint64_t timer;
     int64_t timer_at;
     struct snd_reply *rp;
-    int pipelining, eightbitmime, size;
+    int pipelining, eightbitmime, size, chunking, starttls;
+    struct snd_tls *tls;   /* after STARTTLS */
+    int tls_want;          /* C_TLSHAKE: LC_READ or LC_WRITE */
+    size_t tls_pend;       /* a TLS send that would block: repeated with (NULL, 0) */
+    int pumping;
+    char name[256];        /* the MX host name (SNI) */
+    struct txn tpool[SND_CONN_TXN];
+    struct lc_buf *spare[SND_CONN_SEGS]; /* recycled command buffers */
+    int nspare;
     struct {
         enum xkind k;
         struct txn *t;
@@ -112,6 +145,11 @@ static void conn_timer(struct lc_loop *loop, void *arg);
 static void pump(struct snd_conn *c);
 
 /* ---- deadline ---- */
+
+static int state_ms(const struct snd_conn *c)
+{
+    return cstates[c->st].timeout_ms ? cstates[c->st].timeout_ms : c->snd->reply_ms;
+}
 
 static void arm(struct snd_conn *c, int ms)
 {
@@ -135,7 +173,7 @@ static void rearm(struct snd_conn *c)
 {
     if (c->dead)
         return;
-    arm(c, idle(c) ? SND_IDLE_MS : cstates[c->st].timeout_ms);
+    arm(c, idle(c) ? SND_IDLE_MS : state_ms(c));
 }
 
 /* ---- output ---- */
@@ -144,7 +182,9 @@ static void update_mask(struct snd_conn *c)
 {
     if (c->dead || c->fd < 0)
         return;
-    int mask = c->st == C_CONNECTING ? LC_WRITE : (LC_READ | (c->sn ? LC_WRITE : 0));
+    int mask = c->st == C_CONNECTING ? LC_WRITE
+               : c->st == C_TLSHAKE  ? c->tls_want
+                                     : (LC_READ | (c->sn || c->tls_pend ? LC_WRITE : 0));
     if (mask != c->mask) {
         c->mask = mask;
         if (lc_loop_watch(c->snd->loop, c->fd, mask, conn_io, c) < 0)
@@ -164,11 +204,38 @@ static struct seg *seg_push(struct snd_conn *c)
 static void seg_pop(struct snd_conn *c)
 {
     struct seg *s = &c->seg[c->sh];
-    lc_buf_free(s->b);
+    if (s->b && c->nspare < SND_CONN_SEGS) {
+        lc_buf_reset(s->b);
+        c->spare[c->nspare++] = s->b;
+    } else {
+        lc_buf_free(s->b);
+    }
     snd_post_unref(s->p);
     memset(s, 0, sizeof *s);
     c->sh = (c->sh + 1) % SND_CONN_SEGS;
     c->sn--;
+}
+
+static const char *seg_base(const struct seg *s)
+{
+    return s->b ? lc_buf_data(s->b) : s->raw ? s->p->raw : s->p->body;
+}
+
+static size_t seg_len(const struct seg *s)
+{
+    return s->b ? lc_buf_len(s->b) : s->raw ? s->p->msglen : s->p->len;
+}
+
+/* out_raw appends octets to the command buffer at the end of the output queue. */
+static void out_raw(struct snd_conn *c, const char *p, size_t n)
+{
+    struct seg *s = c->sn ? &c->seg[(c->sh + c->sn - 1) % SND_CONN_SEGS] : NULL;
+    if (!s || !s->b) {
+        s = seg_push(c);
+        s->b = c->nspare ? c->spare[--c->nspare] : lc_buf_new(SND_CMD_MAX);
+    }
+    if (lc_buf_append(s->b, p, n) < 0)
+        lc_panic("conn=%llu: command buffer full", (unsigned long long)c->id);
 }
 
 static void out_cmd(struct snd_conn *c, const char *fmt, ...) LC_PRINTF(2, 3);
@@ -183,19 +250,14 @@ static void out_cmd(struct snd_conn *c, const char *fmt, ...)
         lc_panic("conn=%llu: command too long", (unsigned long long)c->id);
     lc_debug("conn=%llu > %s", (unsigned long long)c->id, line);
     memcpy(line + n, "\r\n", 2);
-    struct seg *s = c->sn ? &c->seg[(c->sh + c->sn - 1) % SND_CONN_SEGS] : NULL;
-    if (!s || !s->b) {
-        s = seg_push(c);
-        s->b = lc_buf_new(SND_CMD_MAX);
-    }
-    if (lc_buf_append(s->b, line, (size_t)n + 2) < 0)
-        lc_panic("conn=%llu: command buffer full", (unsigned long long)c->id);
+    out_raw(c, line, (size_t)n + 2);
 }
 
-static void out_body(struct snd_conn *c, struct snd_post *p)
+static void out_body(struct snd_conn *c, struct snd_post *p, int raw)
 {
     struct seg *s = seg_push(c);
     s->p = p;
+    s->raw = raw;
     snd_post_ref(p);
 }
 
@@ -224,10 +286,13 @@ static void conn_release(struct snd_conn *c)
         c->fd = -1;
     }
     c->mask = 0;
+    snd_tls_free(c->tls);
+    c->tls = NULL;
+    c->tls_pend = 0;
     while (c->sn)
         seg_pop(c);
     for (int i = 0; i < c->ntxn; i++)
-        free(c->txn[i]);
+        c->txn[i]->used = 0;
     c->ntxn = 0;
     c->xn = 0;
 }
@@ -235,6 +300,8 @@ static void conn_release(struct snd_conn *c)
 static void conn_destroy(struct snd_conn *c)
 {
     conn_release(c);
+    while (c->nspare)
+        lc_buf_free(c->spare[--c->nspare]);
     snd_reply_free(c->rp);
     free(c);
 }
@@ -303,29 +370,61 @@ static void txn_maybe_end(struct snd_conn *c, struct txn *t)
         c->txn[i] = c->txn[i + 1];
     c->ntxn--;
     c->ntx++;
-    free(t);
+    t->used = 0;
 }
 
 static void send_mail(struct snd_conn *c, struct txn *t)
 {
     struct snd_batch *b = t->r->batch;
     char verp[LC_ADDR_MAX + 1], params[80] = "";
-    if (lc_verp_encode(c->snd->secret, b->post, t->r->sub, b->p->domain, verp, sizeof verp) < 0)
+    if (b->from) {
+        snprintf(verp, sizeof verp, "%s", b->from);
+    } else if (lc_verp_encode(c->snd->secret, b->post, t->r->sub, b->p->domain, verp, sizeof verp) < 0) {
         lc_panic("post=%llu: VERP address too long for domain %s", (unsigned long long)b->post, b->p->domain);
+    }
     size_t pl = 0;
     if (c->size)
-        pl += (size_t)snprintf(params + pl, sizeof params - pl, " SIZE=%zu", b->p->msglen);
+        pl += (size_t)snprintf(params + pl, sizeof params - pl, " SIZE=%zu", b->p->msglen + (size_t)t->hdrlen);
     if (c->eightbitmime && b->p->eightbit)
         snprintf(params + pl, sizeof params - pl, " BODY=8BITMIME");
     out_cmd(c, "MAIL FROM:<%s>%s", verp, params);
 }
 
+static int use_bdat(const struct snd_conn *c)
+{
+    return c->chunking && c->pipelining;
+}
+
+/* txn_new takes a free transaction slot for r and builds its header lines; NULL if none is free. */
+static struct txn *txn_new(struct snd_conn *c, struct snd_rcpt *r)
+{
+    struct txn *t = NULL;
+    for (int i = 0; i < SND_CONN_TXN && !t; i++)
+        if (!c->tpool[i].used)
+            t = &c->tpool[i];
+    if (!t)
+        lc_panic("conn=%llu: no free transaction slot", (unsigned long long)c->id);
+    t->used = 1;
+    t->r = r;
+    t->next = NX_MAIL;
+    t->pending = t->mail_ok = t->settled = 0;
+    const struct snd_batch *b = r->batch;
+    t->hdrlen = b->from ? 0 : snd_post_unsub(b->p, c->snd->secret, c->snd->public_url, r->sub, t->hdr, sizeof t->hdr);
+    if (t->hdrlen < 0) {
+        lc_warn("post=%llu rcpt=<%s>: List-Unsubscribe header too long: left out", (unsigned long long)b->post,
+                r->addr);
+        t->hdrlen = 0;
+    }
+    return t;
+}
+
 /* pump is the send side: it writes every command the rules allow now. */
 static void pump(struct snd_conn *c)
 {
-    if (c->dead)
+    if (c->dead || c->pumping)
         return;
-    while (c->st == C_READY) {
+    c->pumping = 1;
+    while (c->st == C_READY && !c->dead) {
         struct txn *t = c->ntxn ? c->txn[c->ntxn - 1] : NULL;
         if (t && t->next <= NX_DATA) {
             if (!c->pipelining && c->xn)
@@ -348,25 +447,40 @@ static void pump(struct snd_conn *c)
                 t->next = NX_DATA;
                 break;
             default:
-                out_cmd(c, "DATA");
-                expect(c, X_DATA, t);
-                t->next = NX_WAIT354;
+                if (use_bdat(c)) {
+                    struct snd_post *p = t->r->batch->p;
+                    out_cmd(c, "BDAT %zu LAST", p->msglen + (size_t)t->hdrlen);
+                    if (t->hdrlen)
+                        out_raw(c, t->hdr, (size_t)t->hdrlen);
+                    out_body(c, p, 1);
+                    expect(c, X_BDAT, t);
+                    t->next = NX_DOT; /* all written: the final reply is all that is left */
+                } else {
+                    out_cmd(c, "DATA");
+                    expect(c, X_DATA, t);
+                    t->next = NX_WAIT354;
+                }
                 break;
             }
             continue;
         }
         /* Start another transaction? Pipelined: once the previous one's body is on its way. */
         if (c->ntxn >= (c->pipelining ? SND_CONN_TXN : 1) || (t && t->next == NX_WAIT354) ||
-            (!c->pipelining && c->xn) || c->xn + 4 > SND_CONN_EXP)
+            (!c->pipelining && c->xn) || c->xn + 5 > SND_CONN_EXP || c->sn + 4 > SND_CONN_SEGS)
             break;
         struct snd_rcpt *r = snd_dest_pull(c->d);
         if (!r)
             break;
-        t = lc_calloc(1, sizeof *t);
-        t->r = r;
-        t->next = NX_MAIL;
-        c->txn[c->ntxn++] = t;
+        if (r->tls == SND_TLS_ENCRYPT && !c->tls) {
+            snd_rcpt_outcome(r, SND_O_DEFERRED,
+                             "450 4.7.10 TLS policy encrypt: the server does not offer STARTTLS; not sent in clear");
+            continue;
+        }
+        c->txn[c->ntxn++] = txn_new(c, r);
     }
+    c->pumping = 0;
+    if (c->dead)
+        return;
     if (idle(c))
         snd_dest_idle(c->d, c); /* may send QUIT */
     update_mask(c);
@@ -393,6 +507,10 @@ static void parse_ehlo(struct snd_conn *c, const char *text)
                 c->eightbitmime = 1;
             else if (sp == 4 && !strncasecmp(k, "SIZE", 4))
                 c->size = 1;
+            else if (sp == 8 && !strncasecmp(k, "CHUNKING", 8))
+                c->chunking = 1;
+            else if (sp == 8 && !strncasecmp(k, "STARTTLS", 8))
+                c->starttls = 1;
         }
         l = e;
     }
@@ -402,9 +520,44 @@ static void become_ready(struct snd_conn *c)
 {
     c->st = C_READY;
     c->established = 1;
-    lc_debug("conn=%llu host=%s ready pipelining=%d 8bitmime=%d size=%d", (unsigned long long)c->id,
-             snd_dest_label(c->d), c->pipelining, c->eightbitmime, c->size);
+    lc_debug("conn=%llu host=%s ready pipelining=%d chunking=%d 8bitmime=%d size=%d tls=%d", (unsigned long long)c->id,
+             snd_dest_label(c->d), c->pipelining, c->chunking, c->eightbitmime, c->size, c->tls != NULL);
     snd_dest_ready(c->d, c);
+}
+
+/* want_tls: STARTTLS now? Offered, not yet on, and the next recipient's policy (or sender.tls) is not none. */
+static int want_tls(const struct snd_conn *c)
+{
+    if (c->tls || !c->starttls)
+        return 0;
+    const struct snd_rcpt *r = snd_dest_peek(c->d);
+    return (r ? r->tls : c->snd->tls) != SND_TLS_NONE;
+}
+
+/* tls_step drives the handshake; done: log the session and say EHLO again. */
+static void tls_step(struct snd_conn *c)
+{
+    char err[200];
+    int want = LC_READ;
+    int rc = snd_tls_handshake(c->tls, &want, err, sizeof err);
+    if (rc < 0) {
+        conn_close(c, F_NEXT_MX, err);
+        return;
+    }
+    if (rc == 0) {
+        c->tls_want = want;
+        update_mask(c);
+        return;
+    }
+    char desc[200];
+    snd_tls_describe(c->tls, desc, sizeof desc);
+    lc_info("conn=%llu host=%s tls=%s", (unsigned long long)c->id, snd_dest_label(c->d), desc);
+    c->pipelining = c->eightbitmime = c->size = c->chunking = c->starttls = 0;
+    out_cmd(c, "EHLO %s", c->snd->helo);
+    expect(c, X_EHLO, NULL);
+    c->st = C_EHLO;
+    update_mask(c);
+    rearm(c);
 }
 
 /* reply_why formats "<what>: <reply>" for failure reasons, on one line. */
@@ -441,6 +594,12 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
         return;
     }
     int cls = code / 100;
+    if (cls == 3 && k != X_DATA && k != X_BANNER) {
+        /* only DATA may be answered with 3xx: the server mis-ordered pipelined replies or is broken */
+        snprintf(why, sizeof why, "protocol error: %d in reply to %s", code, xnames[k]);
+        conn_close(c, c->established ? F_DEFER : F_NEXT_MX, why);
+        return;
+    }
     switch (k) {
     case X_BANNER:
         if (cls != 2) {
@@ -455,7 +614,17 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
     case X_EHLO:
         if (cls == 2) {
             parse_ehlo(c, text);
+            if (want_tls(c)) {
+                out_cmd(c, "STARTTLS");
+                expect(c, X_STARTTLS, NULL);
+                c->st = C_STARTTLS;
+                break;
+            }
             become_ready(c);
+        } else if (c->tls) {
+            reply_why(why, sizeof why, k, text);
+            conn_close(c, F_NEXT_MX, why);
+            return;
         } else {
             out_cmd(c, "HELO %s", c->snd->helo);
             expect(c, X_HELO, NULL);
@@ -470,6 +639,19 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
         }
         become_ready(c);
         break;
+    case X_STARTTLS:
+        if (cls != 2) {
+            reply_why(why, sizeof why, k, text);
+            conn_close(c, F_NEXT_MX, why);
+            return;
+        }
+        c->tls = snd_tls_new(c->snd->tlsctx, c->fd, c->name);
+        if (!c->tls) {
+            conn_close(c, F_NEXT_MX, "cannot start a TLS session");
+            return;
+        }
+        c->st = C_TLSHAKE; /* the handshake starts once the reply is taken (do_read) */
+        return;
     case X_RSET:
         if (cls != 2) {
             reply_why(why, sizeof why, k, text);
@@ -483,7 +665,7 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
             if (k == X_MAIL)
                 t->mail_ok = 1;
         } else if (!t->settled) {
-            settle(c, t, cls == 3 ? 451 : code, text);
+            settle(c, t, code, text);
         }
         if (t->settled && !c->pipelining) {
             t->next = NX_END; /* nothing more is sent for it */
@@ -495,7 +677,9 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
             if (t->settled) {
                 out_cmd(c, "."); /* a server that says 354 with no recipient: end the empty message */
             } else {
-                out_body(c, t->r->batch->p);
+                if (t->hdrlen)
+                    out_raw(c, t->hdr, (size_t)t->hdrlen);
+                out_body(c, t->r->batch->p, 0);
             }
             expect(c, X_DOT, t);
             t->next = NX_DOT;
@@ -513,7 +697,17 @@ static void handle_reply(struct snd_conn *c, int code, const char *text)
         break;
     case X_DOT:
         if (!t->settled)
-            settle(c, t, cls == 3 ? 451 : code, text);
+            settle(c, t, code, text);
+        t->next = NX_END;
+        break;
+    case X_BDAT:
+        if (!t->settled)
+            settle(c, t, code, text);
+        else if (cls == 2)
+            lc_warn("conn=%llu host=%s: BDAT accepted after MAIL or RCPT failed", (unsigned long long)c->id,
+                    snd_dest_label(c->d));
+        if (cls != 2)
+            c->need_rset |= t->mail_ok;
         t->next = NX_END;
         break;
     case X_QUIT:
@@ -537,8 +731,20 @@ static void on_eof(struct snd_conn *c)
 static void do_read(struct snd_conn *c)
 {
     char buf[16384];
-    for (int round = 0; round < 8 && !c->dead; round++) {
-        ssize_t n = read(c->fd, buf, sizeof buf);
+    for (int round = 0; round < 8 && !c->dead && c->st != C_TLSHAKE; round++) {
+        ssize_t n;
+        char why[200];
+        if (c->tls) {
+            n = snd_tls_recv(c->tls, buf, sizeof buf, why, sizeof why);
+            if (n == -2)
+                return;
+            if (n == -1) {
+                conn_close(c, F_NEXT_MX, why);
+                return;
+            }
+        } else {
+            n = read(c->fd, buf, sizeof buf);
+        }
         if (n == 0) {
             on_eof(c);
             return;
@@ -548,12 +754,11 @@ static void do_read(struct snd_conn *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
-            char why[200];
             snprintf(why, sizeof why, "read: %s", strerror(errno));
             conn_close(c, F_NEXT_MX, why);
             return;
         }
-        rearm(c);
+        /* no rearm here: only a whole reply (handle_reply -> pump) moves the deadline */
         const char *p = buf;
         size_t left = (size_t)n;
         while (left && !c->dead) {
@@ -562,7 +767,6 @@ static void do_read(struct snd_conn *c)
             p += used;
             left -= used;
             if (st == SND_R_ERR) {
-                char why[200];
                 snprintf(why, sizeof why, "bad reply from the server: %s", snd_reply_error(c->rp));
                 conn_close(c, F_DEFER, why);
                 return;
@@ -571,24 +775,73 @@ static void do_read(struct snd_conn *c)
                 handle_reply(c, snd_reply_code(c->rp), snd_reply_text(c->rp));
                 if (!c->dead)
                     snd_reply_reset(c->rp);
+                if (!c->dead && c->st == C_TLSHAKE) {
+                    if (left) { /* RFC 3207 5: nothing may follow the STARTTLS reply in clear */
+                        conn_close(c, F_NEXT_MX, "protocol error: data after the STARTTLS reply");
+                        return;
+                    }
+                    tls_step(c);
+                    return;
+                }
             }
         }
-        if ((size_t)n < sizeof buf)
+        if ((size_t)n < sizeof buf && !(c->tls && snd_tls_pending(c->tls)))
             return;
     }
 }
 
+/* tls_write sends the output queue through the TLS session, one segment at a time. */
+static void tls_write(struct snd_conn *c)
+{
+    char why[200];
+    while (c->sn || c->tls_pend) {
+        long n;
+        if (c->tls_pend) {
+            n = snd_tls_send(c->tls, NULL, 0, why, sizeof why);
+        } else {
+            struct seg *s = &c->seg[c->sh];
+            size_t len = seg_len(s) - s->off;
+            n = snd_tls_send(c->tls, seg_base(s) + s->off, len, why, sizeof why);
+            if (n == -2)
+                c->tls_pend = len;
+        }
+        if (n == -2)
+            break;
+        if (n < 0) {
+            conn_close(c, F_NEXT_MX, why);
+            return;
+        }
+        c->tls_pend = 0;
+        size_t w = (size_t)n;
+        while (w && c->sn) {
+            struct seg *s = &c->seg[c->sh];
+            size_t len = seg_len(s) - s->off;
+            if (w < len) {
+                s->off += w;
+                w = 0;
+            } else {
+                w -= len;
+                seg_pop(c);
+            }
+        }
+        rearm(c);
+    }
+    update_mask(c);
+}
+
 static void do_write(struct snd_conn *c)
 {
+    if (c->tls) {
+        tls_write(c);
+        return;
+    }
     while (c->sn) {
         struct iovec iov[SND_CONN_SEGS];
         int niov = 0;
         for (int i = 0; i < c->sn; i++) {
             struct seg *s = &c->seg[(c->sh + i) % SND_CONN_SEGS];
-            const char *base = s->b ? lc_buf_data(s->b) : s->p->body;
-            size_t len = s->b ? lc_buf_len(s->b) : s->p->len;
-            iov[niov].iov_base = (void *)(base + s->off);
-            iov[niov].iov_len = len - s->off;
+            iov[niov].iov_base = (void *)(seg_base(s) + s->off);
+            iov[niov].iov_len = seg_len(s) - s->off;
             niov++;
         }
         ssize_t n = writev(c->fd, iov, niov);
@@ -605,7 +858,7 @@ static void do_write(struct snd_conn *c)
         size_t w = (size_t)n;
         while (w && c->sn) {
             struct seg *s = &c->seg[c->sh];
-            size_t len = (s->b ? lc_buf_len(s->b) : s->p->len) - s->off;
+            size_t len = seg_len(s) - s->off;
             if (w < len) {
                 s->off += w;
                 w = 0;
@@ -644,6 +897,8 @@ static void conn_io(struct lc_loop *loop, int fd, int events, void *arg)
     c->in_cb++;
     if (c->st == C_CONNECTING) {
         connected(c);
+    } else if (c->st == C_TLSHAKE) {
+        tls_step(c);
     } else {
         if (events & LC_READ)
             do_read(c);
@@ -675,7 +930,7 @@ static void conn_timer(struct lc_loop *loop, void *arg)
     } else if (c->st == C_QUIT) {
         conn_close(c, F_QUIET, "no reply to QUIT");
     } else {
-        snprintf(why, sizeof why, "timeout after %d s in state %s%s%s", cstates[c->st].timeout_ms / 1000,
+        snprintf(why, sizeof why, "timeout after %d s in state %s%s%s", state_ms(c) / 1000,
                  cstates[c->st].name, c->xn ? " waiting for the reply to " : "", c->xn ? xnames[c->exp[c->xh].k] : "");
         conn_close(c, F_NEXT_MX, why);
     }
@@ -686,11 +941,12 @@ static void conn_timer(struct lc_loop *loop, void *arg)
 
 /* ---- exported ---- */
 
-struct snd_conn *snd_conn_new(struct snd *snd, struct snd_dest *d, const void *sa, unsigned salen)
+struct snd_conn *snd_conn_new(struct snd *snd, struct snd_dest *d, const void *sa, unsigned salen, const char *name)
 {
     struct snd_conn *c = lc_calloc(1, sizeof *c);
     c->snd = snd;
     c->d = d;
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "");
     c->id = ++snd->nconns_total;
     c->rp = snd_reply_new();
     c->st = C_CONNECTING;

@@ -7,7 +7,7 @@
  * reached, an idle connection of a destination with nothing queued is closed (QUIT) to make room, and the
  * destination waits for a free slot; a connection that runs out of work while a destination waits gives up its
  * slot at once. A destination whose connection fails before the greeting is done while
- * no other connection to it works is marked down for SND_DOWN_MS: its queue moves to each recipient's next MX
+ * no other connection to it works is marked down for sender.mx_backoff: its queue moves to each recipient's next MX
  * and new recipients skip it.
  * Limits: a hash table of SND_DEST_BUCKETS chains; destinations are freed by snd_dest_gc once unused.
  */
@@ -36,6 +36,7 @@ struct snd_dest {
     int limit;                   /* connection cap: sender.per_mx, lowered after a failed open */
     int64_t down_until;          /* loop ms; skipped until then */
     int waiting;                 /* wants a connection slot that the global limit denies */
+    char name[256];              /* the MX name of the latest target queued here (SNI, logs) */
     struct snd_dest *hnext;
 };
 
@@ -121,7 +122,7 @@ static void sched(struct snd_dest *d)
             d->capconns = d->capconns ? 2 * d->capconns : 4;
             d->conns = lc_realloc(d->conns, (size_t)d->capconns * sizeof *d->conns);
         }
-        d->conns[d->nconns++] = snd_conn_new(snd, d, &d->ss, (unsigned)d->sl);
+        d->conns[d->nconns++] = snd_conn_new(snd, d, &d->ss, (unsigned)d->sl, d->name);
         snd->nconns++;
         open++;
     }
@@ -132,6 +133,8 @@ int snd_dest_enqueue(struct snd *snd, const struct snd_target *t, struct snd_rcp
     struct snd_dest *d = dest_get(snd, t->key);
     if (is_down(d))
         return -1;
+    if (strcmp(d->name, t->name))
+        snprintf(d->name, sizeof d->name, "%s", t->name);
     r->next = NULL;
     if (d->qtail)
         d->qtail->next = r;
@@ -141,6 +144,11 @@ int snd_dest_enqueue(struct snd *snd, const struct snd_target *t, struct snd_rcp
     d->nqueued++;
     sched(d);
     return 0;
+}
+
+struct snd_rcpt *snd_dest_peek(struct snd_dest *d)
+{
+    return d->qhead;
 }
 
 struct snd_rcpt *snd_dest_pull(struct snd_dest *d)
@@ -179,9 +187,9 @@ void snd_dest_gone(struct snd_dest *d, struct snd_conn *c, int setup_failed, con
         for (i = 0; i < d->nconns; i++)
             live += snd_conn_live(d->conns[i]);
         if (live == 0) {
-            d->down_until = lc_loop_now(snd->loop) + SND_DOWN_MS;
+            d->down_until = lc_loop_now(snd->loop) + snd->mx_backoff_ms;
             lc_warn("host=%s down for %d s: %s (%d queued recipients move to their next MX)", d->key,
-                    SND_DOWN_MS / 1000, why, d->nqueued);
+                    snd->mx_backoff_ms / 1000, why, d->nqueued);
             struct snd_rcpt *r;
             while ((r = snd_dest_pull(d)))
                 snd_rcpt_failover(r, why);

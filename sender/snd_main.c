@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lc_cfg.h"
 #include "lc_log.h"
@@ -61,12 +63,36 @@ int main(int argc, char **argv)
     snd.concurrency = (int)lc_cfg_int(cfg, "sender.concurrency");
     snd.per_mx = (int)lc_cfg_int(cfg, "sender.per_mx");
     snd.max_batches = snd.concurrency * 2;
+    snd.fallback = lc_cfg_str(cfg, "sender.fallback_relay");
+    snd.tls = snd_tls_policy_parse(lc_cfg_str(cfg, "sender.tls"), strlen(lc_cfg_str(cfg, "sender.tls")));
+    snd.reply_ms = (int)lc_cfg_int(cfg, "sender.reply_timeout") * 1000;
+    snd.mx_backoff_ms = (int)lc_cfg_int(cfg, "sender.mx_backoff") * 1000;
+    snd.retry_min = (int)lc_cfg_int(cfg, "sender.retry_min");
+    snd.retry_max = (int)lc_cfg_int(cfg, "sender.retry_max");
+    if (snd.retry_max < snd.retry_min)
+        snd.retry_max = snd.retry_min;
+    snd.max_lifetime = (int)lc_cfg_int(cfg, "sender.max_lifetime");
+    snd.batch_size = (int)lc_cfg_int(cfg, "sender.batch_size");
+    char url[1024];
+    snprintf(url, sizeof url, "%s", lc_cfg_str(cfg, "http.public_url"));
+    for (size_t ul = strlen(url); ul && url[ul - 1] == '/'; ul--)
+        url[ul - 1] = 0;
+    snd.public_url = url;
+    snd.tlsctx = snd_tls_ctx_new(err, sizeof err);
+    if (!snd.tlsctx) {
+        fprintf(stderr, "%s: %s\n", SND_PROG, err);
+        return 1;
+    }
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     snd.loop = lc_loop_new();
     lc_loop_signals(snd.loop);
 
     snd_queue_new(&snd, lc_cfg_str(cfg, "redis.url"));
-    lc_info("started node=%s concurrency=%d per_mx=%d mx_port=%d relay=%s batches_in_memory=%d", snd.node,
-            snd.concurrency, snd.per_mx, snd.mx_port, *snd.relay ? snd.relay : "none", snd.max_batches);
+    lc_info("started node=%s concurrency=%d per_mx=%d mx_port=%d relay=%s fallback=%s tls=%s batches_in_memory=%d "
+            "retry=%d..%ds lifetime=%ds",
+            snd.node, snd.concurrency, snd.per_mx, snd.mx_port, *snd.relay ? snd.relay : "none",
+            *snd.fallback ? snd.fallback : "none", snd_tls_policy_name(snd.tls), snd.max_batches, snd.retry_min,
+            snd.retry_max, snd.max_lifetime);
     lc_loop_run(snd.loop);
 
     lc_info("stopping: %d batches in memory stay pending, %d connections closed", snd.nbatches, snd.nconns);
@@ -76,6 +102,7 @@ int main(int argc, char **argv)
     while (snd.batches)
         snd_batch_free(snd.batches);
     snd_post_free_all(&snd);
+    snd_tls_ctx_free(snd.tlsctx);
     lc_loop_free(snd.loop);
     lc_secret_free(secret);
     lc_cfg_free(cfg);

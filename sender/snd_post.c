@@ -5,6 +5,10 @@
  * reference goes. The body is built once: line ends made CRLF (a bare CR or LF becomes CRLF), a leading '.'
  * doubled (RFC 5321 4.5.2), a final CRLF added if missing, then ".\r\n". Connections send it from this one
  * buffer, so per-recipient work is only the envelope.
+ * Two forms are kept: the dot-stuffed body ending in ".\r\n" (DATA) and the plain CRLF message (BDAT, RFC 3030).
+ * The only per-recipient bytes are the envelope and, for list posts (not notices), the List-Unsubscribe and
+ * List-Unsubscribe-Post header lines (RFC 2369, RFC 8058) that snd_post_unsub writes into the connection's
+ * command buffer ahead of the shared body.
  * Limits: the cache holds at most one entry per batch in memory (sender.concurrency*2), so a linear list is
  * enough; the body is at most twice the stored message plus 5 octets.
  */
@@ -15,6 +19,9 @@
 
 #include "lc_addr.h"
 #include "lc_log.h"
+#include "lc_token.h"
+
+#include <stdio.h>
 
 struct snd_post *snd_post_get(struct snd *snd, uint64_t id)
 {
@@ -51,6 +58,7 @@ static void post_free(struct snd_post *p)
     if (p->next)
         p->next->prev = p->prev;
     free(p->body);
+    free(p->raw);
     free(p);
 }
 
@@ -70,7 +78,8 @@ void snd_post_set_body(struct snd_post *p, const char *msg, size_t len)
 {
     /* Worst case: every line is "." + bare LF, giving "..\r\n" for 2 octets; plus a final CRLF and ".\r\n". */
     char *out = lc_malloc(2 * len + 6);
-    size_t o = 0;
+    char *raw = lc_malloc(2 * len + 3);
+    size_t o = 0, ro = 0;
     size_t dots = 0;
     int bol = 1, eight = 0;
     for (size_t i = 0; i < len; i++) {
@@ -83,22 +92,29 @@ void snd_post_set_body(struct snd_post *p, const char *msg, size_t len)
         if (c == '\r') {
             out[o++] = '\r';
             out[o++] = '\n';
+            raw[ro++] = '\r';
+            raw[ro++] = '\n';
             if (i + 1 < len && msg[i + 1] == '\n')
                 i++;
             bol = 1;
         } else if (c == '\n') {
             out[o++] = '\r';
             out[o++] = '\n';
+            raw[ro++] = '\r';
+            raw[ro++] = '\n';
             bol = 1;
         } else {
             if (c >= 0x80)
                 eight = 1;
             out[o++] = (char)c;
+            raw[ro++] = (char)c;
         }
     }
     if (!bol) {
         out[o++] = '\r';
         out[o++] = '\n';
+        raw[ro++] = '\r';
+        raw[ro++] = '\n';
     }
     memcpy(out + o, ".\r\n", 3);
     o += 3;
@@ -106,6 +122,10 @@ void snd_post_set_body(struct snd_post *p, const char *msg, size_t len)
     p->body = lc_realloc(out, o);
     p->len = o;
     p->msglen = o - 3 - dots; /* what the server receives once it has unstuffed the dots */
+    if (ro != p->msglen)
+        lc_panic("post=%llu: body forms disagree (%zu != %zu)", (unsigned long long)p->id, ro, p->msglen);
+    free(p->raw);
+    p->raw = lc_realloc(raw, ro ? ro : 1);
     p->eightbit = eight;
 }
 
@@ -119,7 +139,26 @@ int snd_post_set_list(struct snd_post *p, const char *list, size_t len)
     if (!d || strlen(d) >= sizeof p->domain)
         return -1;
     strcpy(p->domain, d);
+    size_t ll = (size_t)(d - 1 - norm);
+    memcpy(p->local, norm, ll);
+    p->local[ll] = 0;
     return 0;
+}
+
+int snd_post_unsub(const struct snd_post *p, const struct lc_secret *secret, const char *public_url, uint64_t sub,
+                   char *out, size_t outlen)
+{
+    char tok[LC_TOKEN_MAX];
+    if (p->notice)
+        return 0;
+    if (lc_token_make(secret, LC_TOK_ONECLICK, sub, 0, tok, sizeof tok) < 0)
+        return -1;
+    int n = snprintf(out, outlen,
+                     "List-Unsubscribe: <mailto:%s-unsubscribe@%s?subject=unsubscribe%%20%s>,\r\n"
+                     " <%s/u/%s>\r\n"
+                     "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+                     p->local, p->domain, tok, public_url, tok);
+    return n < 0 || (size_t)n >= outlen ? -1 : n;
 }
 
 void snd_post_free_all(struct snd *snd)

@@ -11,7 +11,13 @@
  * looks idle to a peer) then XAUTOCLAIM of entries idle over SND_CLAIM_IDLE_MS (crashed peers).
  * Commit, one MULTI/EXEC per batch: HINCRBY lc:post:ID delivered/deferred/bounced, HINCRBY lc:postdom:ID
  * DOMAIN:outcome, XADD lc:stream:bounces * rcpt VERP from "" post ID sub SUBID reply TEXT for each bounce,
- * XACK, and a small Lua script that sets state=done once delivered+bounced reaches recipients.
+ * ZADD lc:retry of the deferred recipients (snd_retry.c), XACK, and a small Lua script that sets state=done
+ * once delivered+bounced reaches recipients. `deferred` counts recipients waiting for a retry: a first attempt
+ * deferred adds one, a retried recipient that ends delivered or bounced takes one off, a retry deferred again
+ * changes nothing (the same for DOMAIN:deferred).
+ * Every SND_RETRY_POLL_MS the write connection runs the due-retry poller (SND_LUA_RETRY_POLL), and every
+ * SND_TLSPOL_MS it reloads the STARTTLS policy table (HGETALL lc:tlspolicy); the reader starts only after the
+ * first load, so no batch is sent under a policy not yet known.
  * Failures: either connection reconnects on its own with backoff (SND_REDIS_BACKOFF_MIN doubling to _MAX);
  * loads and commits cut off by a disconnect are re-sent once the write connection is back (a commit whose
  * EXEC ran but whose answer was lost is then counted twice: at-least-once). An error answer to a commit is
@@ -24,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lc_buf.h"
 #include "lc_log.h"
 #include "lc_loop.h"
 #include "lc_redis.h"
@@ -41,10 +48,14 @@ struct snd_queue {
     int reading;
     int claiming;
     char claim_cursor[48];
-    int64_t next_claim, next_gc;
+    int64_t next_claim, next_gc, next_poll, next_tlspol;
+    int polling, tlspol_loaded, tlspol_loading;
+    struct lc_buf *member;  /* scratch for retry members */
 };
 
 static const char done_script[] = LC_LUA_POST_DONE;
+
+static void tlspol_load(struct snd_queue *q);
 
 static void rd_connect(struct snd_queue *q);
 static void wr_connect(struct snd_queue *q);
@@ -179,6 +190,9 @@ static void wr_on_connect(const redisAsyncContext *ac, int status)
     q->wr_up = 1;
     q->wr_backoff = SND_REDIS_BACKOFF_MIN;
     q->claiming = 0;
+    q->polling = 0;
+    q->tlspol_loading = 0;
+    tlspol_load(q);
     resume_writes(q);
     q->next_claim = lc_loop_now(q->snd->loop); /* look for orphaned entries at once */
 }
@@ -189,6 +203,8 @@ static void wr_on_disconnect(const redisAsyncContext *ac, int status)
     q->wr = NULL;
     q->wr_up = 0;
     q->claiming = 0;
+    q->polling = 0;
+    q->tlspol_loading = 0;
     if (q->snd->stopping)
         return;
     lc_warn("redis writer: disconnected: %s (retry in %d ms)", ac->errstr[0] ? ac->errstr : "closed",
@@ -281,7 +297,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *pd)
 static void read_more(struct snd_queue *q)
 {
     struct snd *snd = q->snd;
-    if (!q->rd_up || q->reading || snd->stopping || q->read_retry)
+    if (!q->rd_up || q->reading || snd->stopping || q->read_retry || !q->tlspol_loaded)
         return;
     int room = snd->max_batches - snd->nbatches;
     if (room <= 0)
@@ -323,21 +339,29 @@ static void on_list(redisAsyncContext *ac, void *r, void *pd)
 {
     struct snd_post *p = pd;
     redisReply *reply = r;
+    const redisReply *list = NULL;
     if (p->snd->stopping || p->state == SND_P_NEW) {
         snd_post_unref(p);
         return;
     }
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         if (reply)
-            lc_warn("post=%llu: HGET list: %s", (unsigned long long)p->id, reply->str);
+            lc_warn("post=%llu: HMGET list: %s", (unsigned long long)p->id, reply->str);
         p->state = SND_P_NEW;
         snd_post_unref(p);
         return;
     }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        list = reply->element[0];
+        if (reply->element[1]->type == REDIS_REPLY_STRING)
+            p->created = strtoll(reply->element[1]->str, NULL, 10);
+        p->notice = reply->element[2]->type == REDIS_REPLY_STRING && !strcmp(reply->element[2]->str, "notice");
+    }
     if (p->state == SND_P_LOADING) {
-        if (reply->type == REDIS_REPLY_STRING && snd_post_set_list(p, reply->str, reply->len) == 0) {
+        if (list && list->type == REDIS_REPLY_STRING && snd_post_set_list(p, list->str, list->len) == 0) {
             p->state = SND_P_READY;
-            lc_info("post=%llu loaded size=%zu domain=%s", (unsigned long long)p->id, p->msglen, p->domain);
+            lc_info("post=%llu loaded size=%zu domain=%s%s", (unsigned long long)p->id, p->msglen, p->domain,
+                    p->notice ? " kind=notice" : "");
         } else {
             p->state = SND_P_MISSING;
         }
@@ -365,7 +389,8 @@ void snd_queue_load(struct snd *snd, struct snd_post *p)
     lc_key_post(pk, sizeof pk, p->id);
     p->state = SND_P_LOADING;
     snd_post_ref(p); /* dropped by on_list */
-    if (cmd(q->wr, on_msg, p, 2, "GET", mk) < 0 || cmd(q->wr, on_list, p, 3, "HGET", pk, "list") < 0) {
+    if (cmd(q->wr, on_msg, p, 2, "GET", mk) < 0 ||
+        cmd(q->wr, on_list, p, 5, "HMGET", pk, "list", "created", "kind") < 0) {
         p->state = SND_P_NEW; /* the connection is going away; loaded again once it is back */
         snd_post_unref(p);
     }
@@ -375,7 +400,7 @@ void snd_queue_load(struct snd *snd, struct snd_post *p)
 
 struct domcount {
     const char *dom;
-    int n[4];
+    int n[4]; /* counter deltas: delivered, deferred, bounced (index by outcome) */
 };
 
 static void on_exec(redisAsyncContext *ac, void *r, void *pd)
@@ -407,6 +432,9 @@ static void on_exec(redisAsyncContext *ac, void *r, void *pd)
     int n[4] = {0};
     for (int i = 0; i < b->nrcpts; i++)
         n[b->rcpts[i].outcome]++;
+    if (n[SND_O_DEFERRED] && !b->drop)
+        lc_info("post=%llu batch=%s: %d recipients scheduled for a retry", (unsigned long long)b->post, b->id,
+                n[SND_O_DEFERRED]);
     lc_info("post=%llu batch=%s acknowledged delivered=%d deferred=%d bounced=%d%s", (unsigned long long)b->post,
             b->id, n[SND_O_DELIVERED], n[SND_O_DEFERRED], n[SND_O_BOUNCED], b->drop ? " (unusable entry)" : "");
     if (done)
@@ -419,6 +447,45 @@ static const char *rcpt_domain(const struct snd_rcpt *r)
 {
     const char *at = strrchr(r->addr, '@');
     return at && at[1] ? at + 1 : "invalid";
+}
+
+/* zadd_retries queues one ZADD lc:retry of the batch's deferred recipients (in the commit's MULTI). */
+static void zadd_retries(struct snd_queue *q, struct snd_batch *b, int ndefer)
+{
+    int argc = 2 + 2 * ndefer, k = 0;
+    const char **argv = lc_calloc((size_t)argc, sizeof *argv);
+    size_t *lens = lc_calloc((size_t)argc, sizeof *lens);
+    char *scores = lc_calloc((size_t)ndefer, 24);
+    char **members = lc_calloc((size_t)ndefer, sizeof *members);
+    int64_t now = b->started ? b->started : snd_now();
+    argv[k++] = "ZADD";
+    argv[k++] = LC_K_RETRY;
+    int m = 0;
+    for (int i = 0; i < b->nrcpts; i++) {
+        const struct snd_rcpt *r = &b->rcpts[i];
+        if (r->outcome != SND_O_DEFERRED)
+            continue;
+        char *sc = scores + 24 * m;
+        snprintf(sc, 24, "%lld", (long long)r->due);
+        if (snd_retry_member(r, now, q->member) < 0) {
+            lc_warn("post=%llu rcpt=<%s>: retry entry too long: not scheduled", (unsigned long long)b->post, r->addr);
+            continue;
+        }
+        members[m] = lc_strdup(lc_buf_data(q->member));
+        argv[k++] = sc;
+        argv[k++] = members[m];
+        m++;
+    }
+    for (int i = 0; i < k; i++)
+        lens[i] = strlen(argv[i]);
+    if (k > 2)
+        redisAsyncCommandArgv(q->wr, NULL, NULL, k, argv, lens);
+    for (int i = 0; i < m; i++)
+        free(members[i]);
+    free(members);
+    free(scores);
+    free(lens);
+    free(argv);
 }
 
 void snd_queue_commit(struct snd_batch *b)
@@ -438,6 +505,7 @@ void snd_queue_commit(struct snd_batch *b)
         int total[4] = {0};
         struct domcount *dc = lc_calloc((size_t)b->nrcpts, sizeof *dc);
         int ndc = 0;
+        int ndefer = 0;
         for (int i = 0; i < b->nrcpts; i++) {
             const struct snd_rcpt *r = &b->rcpts[i];
             const char *dom = rcpt_domain(r);
@@ -446,17 +514,30 @@ void snd_queue_commit(struct snd_batch *b)
                 ;
             if (j == ndc)
                 dc[ndc++].dom = dom;
-            dc[j].n[r->outcome]++;
-            total[r->outcome]++;
+            /* deferred = waiting for a retry: a retried recipient that is final leaves it */
+            if (r->outcome == SND_O_DEFERRED) {
+                ndefer++;
+                if (r->attempt == 0) {
+                    dc[j].n[SND_O_DEFERRED]++;
+                    total[SND_O_DEFERRED]++;
+                }
+            } else {
+                dc[j].n[r->outcome]++;
+                total[r->outcome]++;
+                if (r->attempt > 0) {
+                    dc[j].n[SND_O_DEFERRED]--;
+                    total[SND_O_DEFERRED]--;
+                }
+            }
         }
         for (int o = SND_O_DELIVERED; o <= SND_O_BOUNCED; o++)
-            if (total[o]) {
+            if (total[o] != 0) {
                 snprintf(num, sizeof num, "%d", total[o]);
                 cmd(ac, NULL, NULL, 4, "HINCRBY", pk, names[o], num);
             }
         for (int j = 0; j < ndc; j++)
             for (int o = SND_O_DELIVERED; o <= SND_O_BOUNCED; o++)
-                if (dc[j].n[o]) {
+                if (dc[j].n[o] != 0) {
                     snprintf(num, sizeof num, "%d", dc[j].n[o]);
                     snprintf(field, sizeof field, "%s:%s", dc[j].dom, names[o]);
                     cmd(ac, NULL, NULL, 4, "HINCRBY", dk, field, num);
@@ -465,7 +546,7 @@ void snd_queue_commit(struct snd_batch *b)
         for (int i = 0; i < b->nrcpts; i++) {
             const struct snd_rcpt *r = &b->rcpts[i];
             char verp[LC_ADDR_MAX + 1];
-            if (r->outcome != SND_O_BOUNCED)
+            if (r->outcome != SND_O_BOUNCED || r->sub == 0) /* sub 0: a notice to a non-subscriber */
                 continue;
             if (lc_verp_encode(snd->secret, b->post, r->sub, b->p->domain, verp, sizeof verp) < 0)
                 continue;
@@ -473,6 +554,8 @@ void snd_queue_commit(struct snd_batch *b)
             cmd(ac, NULL, NULL, 13, "XADD", LC_S_BOUNCES, "*", "rcpt", verp, "from", "", "post", post, "sub", sub,
                 "reply", r->reply ? r->reply : "");
         }
+        if (ndefer)
+            zadd_retries(q, b, ndefer);
     }
     cmd(ac, NULL, NULL, 4, "XACK", LC_S_DELIVERIES, LC_G_DELIVERIES, b->id);
     if (!b->drop)
@@ -545,6 +628,61 @@ static void claim(struct snd_queue *q)
                       q->claim_cursor, "COUNT", count) == 0;
 }
 
+/* ---- due retries and the TLS policy ---- */
+
+static void on_poll(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_queue *q = pd;
+    redisReply *reply = r;
+    q->polling = 0;
+    if (q->snd->stopping || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        lc_warn("redis: retry poller: %s", reply->str);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        lc_info("retry: %lld due recipients moved back to %s", (long long)reply->integer, LC_S_DELIVERIES);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= SND_RETRY_MOVE)
+        q->next_poll = 0; /* more are due: go on at the next tick */
+}
+
+static void retry_poll(struct snd_queue *q)
+{
+    char now[32], max[16], bs[16];
+    if (!q->wr_up || q->polling)
+        return;
+    snprintf(now, sizeof now, "%lld", (long long)snd_now());
+    snprintf(max, sizeof max, "%d", SND_RETRY_MOVE);
+    snprintf(bs, sizeof bs, "%d", q->snd->batch_size);
+    q->polling = cmd(q->wr, on_poll, q, 8, "EVAL", snd_lua_retry_poll, "2", LC_K_RETRY, LC_S_DELIVERIES, now, max,
+                     bs) == 0;
+}
+
+static void on_tlspol(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_queue *q = pd;
+    redisReply *reply = r;
+    q->tlspol_loading = 0;
+    if (q->snd->stopping || !reply)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        lc_warn("redis: HGETALL %s: %s", LC_K_TLSPOLICY, reply->type == REDIS_REPLY_ERROR ? reply->str : "not a hash");
+        return;
+    }
+    snd_tls_policy_set(q->snd->tlsctx, reply);
+    if (!q->tlspol_loaded) {
+        q->tlspol_loaded = 1;
+        read_more(q);
+    }
+}
+
+static void tlspol_load(struct snd_queue *q)
+{
+    if (!q->wr_up || q->tlspol_loading)
+        return;
+    q->next_tlspol = lc_loop_now(q->snd->loop) + SND_TLSPOL_MS;
+    q->tlspol_loading = cmd(q->wr, on_tlspol, q, 2, "HGETALL", LC_K_TLSPOLICY) == 0;
+}
+
 /* ---- housekeeping ---- */
 
 static void tick(struct lc_loop *loop, void *arg)
@@ -560,6 +698,12 @@ static void tick(struct lc_loop *loop, void *arg)
             heartbeat(q);
             claim(q);
         }
+        if (now >= q->next_poll) {
+            q->next_poll = now + SND_RETRY_POLL_MS;
+            retry_poll(q);
+        }
+        if (now >= q->next_tlspol)
+            tlspol_load(q);
     }
     if (now >= q->next_gc) {
         q->next_gc = now + SND_CLAIM_EVERY_MS;
@@ -575,6 +719,7 @@ struct snd_queue *snd_queue_new(struct snd *snd, const char *url)
     q->snd = snd;
     q->url = lc_strdup(url);
     q->rd_backoff = q->wr_backoff = SND_REDIS_BACKOFF_MIN;
+    q->member = lc_buf_new(LC_ADDR_MAX + 65536);
     snprintf(q->next_id, sizeof q->next_id, "0");
     snd->q = q;
     wr_connect(q);
@@ -597,6 +742,7 @@ void snd_queue_free(struct snd_queue *q)
     if (q->wr)
         redisAsyncFree(q->wr);
     q->snd->q = NULL;
+    lc_buf_free(q->member);
     free(q->url);
     free(q);
 }

@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include "lc_log.h"
+#include "lc_secret.h"
+#include "lc_token.h"
+
+#include <unistd.h>
 
 static int fails, checks;
 
@@ -157,7 +161,16 @@ static void body(const char *in, size_t n, const char *want, int eight)
         if (p.body[i] == '.' && (i == 0 || p.body[i - 1] == '\n'))
             dots++;
     CHECK(p.msglen == p.len - 3 - dots, "size of \"%.30s\": %zu", in, p.msglen);
+    /* the BDAT form: the same octets without the stuffed dots and the final ".\r\n" */
+    char *un = malloc(p.len + 1);
+    size_t u = 0;
+    for (size_t i = 0; i + 3 < p.len; i++)
+        if (!(p.body[i] == '.' && (i == 0 || p.body[i - 1] == '\n')))
+            un[u++] = p.body[i];
+    CHECK(u == p.msglen && !memcmp(un, p.raw, u), "raw form of \"%.30s\"", in);
+    free(un);
     free(p.body);
+    free(p.raw);
 }
 
 static void test_body(void)
@@ -172,11 +185,46 @@ static void test_body(void)
     body("Gr\xc3\xbc\xc3\x9f" "e\r\n", 9, "Gr\xc3\xbc\xc3\x9f" "e\r\n.\r\n", 1);
 }
 
+static void test_unsub(void)
+{
+    struct snd_post p;
+    char out[2048], err[200];
+    memset(&p, 0, sizeof p);
+    CHECK(snd_post_set_list(&p, "Announce@Lists.Example.ORG", 26) == 0, "set_list");
+    CHECK(!strcmp(p.local, "announce") && !strcmp(p.domain, "lists.example.org"), "list %s @ %s", p.local, p.domain);
+    char path[] = "/tmp/snd_test_secretXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd < 0)
+        return;
+    close(fd);
+    unlink(path);
+    struct lc_secret *sec = lc_secret_load(path, 1, err, sizeof err);
+    CHECK(sec != NULL, "secret: %s", err);
+    if (!sec)
+        return;
+    int n = snd_post_unsub(&p, sec, "https://lists.example.org", 42, out, sizeof out);
+    char tok[LC_TOKEN_MAX];
+    lc_token_make(sec, LC_TOK_ONECLICK, 42, 0, tok, sizeof tok);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "List-Unsubscribe: <mailto:announce-unsubscribe@lists.example.org?subject=unsubscribe%%20%s>,\r\n"
+             " <https://lists.example.org/u/%s>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+             tok, tok);
+    CHECK(n == (int)strlen(want) && !strcmp(out, want), "unsub header: %s", out);
+    CHECK(snd_post_unsub(&p, sec, "https://x", 42, out, 20) == -1, "unsub header: too small");
+    p.notice = 1;
+    CHECK(snd_post_unsub(&p, sec, "https://x", 42, out, sizeof out) == 0, "no header for notices");
+    lc_secret_free(sec);
+    unlink(path);
+}
+
 int main(void)
 {
     lc_log_init("snd_test");
     test_reply();
     test_body();
+    test_unsub();
     printf("snd_test: %d checks, %d failed\n", checks, fails);
     return fails ? 1 : 0;
 }

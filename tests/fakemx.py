@@ -2,7 +2,8 @@
 """fakemx.py: a scriptable SMTP server (fake MX host) for listcast tests and demos. Python 3 stdlib only.
 
     fakemx.py --listen 127.0.0.10:2600 [--listen IP:PORT ...] --log FILE.jsonl [--maildir DIR]
-              [--script RULES.json] [--no-pipelining] [--hostname NAME]
+              [--script RULES.json] [--no-pipelining] [--hostname NAME] [--chunking]
+              [--tls-cert CERT.pem --tls-key KEY.pem]
 
 A real SMTP server on asyncio: banner, EHLO (advertises PIPELINING unless --no-pipelining, 8BITMIME, SIZE,
 ENHANCEDSTATUSCODES), HELO, MAIL, RCPT, DATA (dot-unstuffing), RSET, NOOP, VRFY, QUIT. It accepts any MAIL and
@@ -11,20 +12,27 @@ RCPT unless a rule says otherwise. Each accepted message appends one JSON line t
      "data_sha1": "...", "headers": {first 40 header names -> values}, "pipelined": n,
      "pipelining_violations": n}
 "conn" numbers connections (over all listeners, from 1), so a test can count connections per message.
+Records also carry "tls" (the TLS version after STARTTLS, or null) and "bdat" (true if the message came by BDAT).
+--chunking advertises CHUNKING and takes BDAT (RFC 3030; the chunk is read in full even when the transaction has
+failed). --tls-cert/--tls-key advertise STARTTLS (RFC 3207) and switch to TLS on it.
 --maildir writes each accepted message to DIR/<msg>.eml. Prints "ready" on stdout once every listener is up.
 SIGTERM or SIGINT: closes the listeners and connections and exits 0.
 
 Rules (--script RULES.json: a JSON list of objects; the first matching rule that is not used up applies):
-    "stage":   "connect" | "mail" | "rcpt" (default) | "data" (after the message, before the final reply)
+    "stage":   "connect" | "mail" | "rcpt" (default) | "data" (after the message, before the final reply) |
+               "body" (after 354 and the first line of the message: "drop" cuts the connection mid-DATA) |
+               "ehlo" | "starttls" (replaces the 220 to STARTTLS; "action": "badtls" answers 220 then garbage)
     "rcpt":    exact recipient (case-insensitive)         } rcpt and data stages; data matches if any
     "rcpt_re": regular expression (re.search, ignorecase) } recipient of the transaction matches
     "from_re": regular expression on MAIL FROM (mail stage)
     "listen":  "ip:port" or "ip": only on that listener
     "reply":   reply text, "\\n" between lines of a multi-line reply ("550 5.1.1 no such user")
     "raw":     exact octets to send instead of a reply (CRLF not added): malformed-reply tests
-    "action":  "drop": close the connection without a reply
+    "action":  "drop": close the connection without a reply; "reorder" (rcpt stage): hold this RCPT's reply and
+               send it after the reply to the next command (a server that mis-orders pipelined replies)
     "delay":   seconds to wait before acting (slow servers)
     "times":   apply at most this many times (all connections together)
+    "trickle": seconds between single octets of the reply (a tarpit)
 A rule with only "delay" delays the normal reply.
 "pipelined" counts the connection's commands so far that arrived with more input already behind them (the
 client pipelined); with --no-pipelining these are also "pipelining_violations": a client must not pipeline then.
@@ -47,7 +55,7 @@ LINE_LIMIT = 1024 * 1024
 class Rule:
     def __init__(self, d):
         self.stage = d.get("stage", "rcpt")
-        if self.stage not in ("connect", "mail", "rcpt", "data"):
+        if self.stage not in ("connect", "mail", "rcpt", "data", "body", "ehlo", "starttls"):
             raise ValueError("bad stage %r" % self.stage)
         self.rcpt = d.get("rcpt")
         self.rcpt_re = re.compile(d["rcpt_re"], re.I) if "rcpt_re" in d else None
@@ -58,7 +66,8 @@ class Rule:
         self.action = d.get("action")
         self.delay = float(d.get("delay", 0))
         self.times = d.get("times")
-        if self.action not in (None, "drop"):
+        self.trickle = float(d.get("trickle", 0))
+        if self.action not in (None, "drop", "reorder", "badtls"):
             raise ValueError("bad action %r" % self.action)
 
     def matches(self, stage, listen, rcpts=(), mail_from=None):
@@ -123,6 +132,12 @@ class FakeMX:
         self.nmsg = 0
         self.servers = []
         self.tasks = set()
+        self.held = None
+        self.sslctx = None
+        if args.tls_cert:
+            import ssl
+            self.sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.sslctx.load_cert_chain(args.tls_cert, args.tls_key)
 
     def rule(self, stage, listen, rcpts=(), mail_from=None):
         for r in self.rules:
@@ -144,7 +159,20 @@ class FakeMX:
             await writer.drain()
             return 0, True
         text = rule.reply if rule is not None and rule.reply else default
-        writer.write(format_reply(text))
+        out = format_reply(text)
+        if rule is not None and rule.trickle:
+            for i in range(len(out)):
+                writer.write(out[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(rule.trickle)
+        elif rule is not None and rule.action == "reorder":
+            self.held = out
+            return int(text[:3]), True
+        else:
+            writer.write(out)
+            if self.held is not None:
+                writer.write(self.held)
+                self.held = None
         await writer.drain()
         try:
             return int(text[:3]), True
@@ -154,12 +182,16 @@ class FakeMX:
     async def session(self, reader, writer, listen):
         self.nconn += 1
         conn = self.nconn
-        st = {"mail": None, "rcpts": [], "violations": 0, "pipelined": 0}
+        st = {"mail": None, "rcpts": [], "violations": 0, "pipelined": 0, "tls": None, "bdat": False}
+        chunks = []
         pipelining = not self.args.no_pipelining
         host = self.args.hostname
 
         async def send(text):
             writer.write(format_reply(text))
+            if self.held is not None:
+                writer.write(self.held)
+                self.held = None
             await writer.drain()
 
         try:
@@ -181,13 +213,75 @@ class FakeMX:
                 verb, _, arg = cmd.partition(" ")
                 verb = verb.upper()
                 if verb == "EHLO":
+                    r = self.rule("ehlo", listen)
+                    if r is not None:
+                        code, go = await self.apply(r, writer, "250 %s" % host)
+                        if not go:
+                            return
+                        continue
                     caps = ["250-%s hello %s" % (host, arg)]
                     if pipelining:
                         caps.append("250-PIPELINING")
+                    if self.args.chunking:
+                        caps.append("250-CHUNKING")
+                    if self.sslctx is not None and st["tls"] is None:
+                        caps.append("250-STARTTLS")
                     caps += ["250-8BITMIME", "250-SIZE %d" % MAX_MESSAGE, "250 ENHANCEDSTATUSCODES"]
                     writer.write(("\r\n".join(caps) + "\r\n").encode())
                     await writer.drain()
                     st["mail"], st["rcpts"] = None, []
+                elif verb == "STARTTLS" and self.sslctx is not None and st["tls"] is None:
+                    r = self.rule("starttls", listen)
+                    if r is not None and r.action == "badtls":
+                        writer.write(b"220 2.0.0 go ahead\r\n" + b"\x15\x03\x03\x00\x02\x02\x28 this is no TLS")
+                        await writer.drain()
+                        await asyncio.sleep(0.2)
+                        return
+                    if r is not None:
+                        code, go = await self.apply(r, writer, "220 2.0.0 go ahead")
+                        if not go:
+                            return
+                        if code != 220:
+                            continue
+                    else:
+                        await send("220 2.0.0 go ahead")
+                    await writer.start_tls(self.sslctx)
+                    st["tls"] = writer.get_extra_info("ssl_object").version()
+                    st["mail"], st["rcpts"] = None, []
+                elif verb == "BDAT" and self.args.chunking:
+                    parts = arg.split()
+                    try:
+                        n = int(parts[0])
+                        last = len(parts) > 1 and parts[1].upper() == "LAST"
+                    except (ValueError, IndexError):
+                        await send("501 5.5.4 syntax: BDAT size [LAST]")
+                        return
+                    chunk = await reader.readexactly(n)
+                    if st["mail"] is None:
+                        await send("503 5.5.1 need MAIL command")
+                        chunks = []
+                    elif not st["rcpts"]:
+                        await send("554 5.5.1 no valid recipients")
+                        chunks = []
+                    else:
+                        chunks.append(chunk)
+                        if not last:
+                            await send("250 2.0.0 %d octets received" % n)
+                            continue
+                        body = b"".join(chunks)
+                        chunks = []
+                        st["bdat"] = True
+                        r = self.rule("data", listen, st["rcpts"])
+                        if r is not None:
+                            code, go = await self.apply(r, writer, "250 2.0.0 Ok")
+                            if not go:
+                                return
+                            if 200 <= code < 300:
+                                self.accept(listen, conn, st, body)
+                        else:
+                            n = self.accept(listen, conn, st, body)
+                            await send("250 2.0.0 Ok: queued as %d" % n)
+                        st["mail"], st["rcpts"], st["bdat"] = None, [], False
                 elif verb == "HELO":
                     await send("250 %s" % host)
                     st["mail"], st["rcpts"] = None, []
@@ -226,10 +320,19 @@ class FakeMX:
                         await send("354 End data with <CR><LF>.<CR><LF>")
                         data, too_big = [], False
                         size = 0
+                        first = True
                         while True:
                             l = await reader.readline()
                             if not l:
                                 return
+                            if first:
+                                first = False
+                                r = self.rule("body", listen, st["rcpts"])
+                                if r is not None and r.action == "drop":
+                                    if r.delay:
+                                        await asyncio.sleep(r.delay)
+                                    writer.close()
+                                    return
                             if l in (b".\r\n", b".\n"):
                                 break
                             if l.startswith(b"."):
@@ -266,9 +369,10 @@ class FakeMX:
                     return
                 else:
                     await send("500 5.5.2 command not recognized")
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             return
         finally:
+            self.held = None
             try:
                 writer.close()
             except Exception:
@@ -288,6 +392,8 @@ class FakeMX:
             "headers": parse_headers(body),
             "pipelined": st["pipelined"],
             "pipelining_violations": st["violations"],
+            "tls": st["tls"],
+            "bdat": st["bdat"],
         }
         if self.args.maildir:
             with open(os.path.join(self.args.maildir, "%d.eml" % n), "wb") as f:
@@ -335,6 +441,9 @@ def main():
     ap.add_argument("--script", help="JSON rules file")
     ap.add_argument("--no-pipelining", action="store_true", help="do not advertise PIPELINING")
     ap.add_argument("--hostname", default="fakemx.test")
+    ap.add_argument("--chunking", action="store_true", help="advertise CHUNKING and take BDAT")
+    ap.add_argument("--tls-cert", help="PEM certificate: advertise STARTTLS")
+    ap.add_argument("--tls-key", help="PEM key for --tls-cert")
     args = ap.parse_args()
     if args.maildir:
         os.makedirs(args.maildir, exist_ok=True)

@@ -8,7 +8,9 @@ Redis as schema/SCHEMA.md describes, XADDs delivery batches, runs listcast-sende
     decodes (the HMAC of common/lc_verp.c, re-done in lctest.py) to its post and subscriber id, and the body
     arrived intact (dot-stuffing, CRLF, 8-bit);
   - counters in lc:post:ID and lc:postdom:ID, state done when delivered+bounced reaches recipients;
-  - a 550 at RCPT gives bounced=1 and an lc:stream:bounces entry with the reply; a 451 gives deferred=1;
+  - a 550 at RCPT gives bounced=1 and an lc:stream:bounces entry with the reply; a 451 gives deferred=1 (the
+    recipient waits in lc:retry: sender.retry_min is 300 s here);
+  - every copy starts with the per-recipient List-Unsubscribe/-Post lines, then the message byte for byte;
   - an MX that refuses connections (nothing on 127.0.0.12) falls back to the next MX of the batch;
   - a connection dropped at RCPT falls back to the next MX; 4xx/5xx after DATA; malformed, over-long and
     over-sized replies defer; a 1,000-octet reply line is fine; a bad address line is bounced locally;
@@ -278,8 +280,21 @@ def main():
         check(not bad_verp, "every MAIL FROM is bounce-P-S-M@%s and its HMAC decodes to the post and subscriber%s"
               % (LIST_DOMAIN, "" if not bad_verp else " (bad: %s)" % bad_verp[:3]))
         sha = hashlib.sha1(MESSAGE).hexdigest()
-        check(all(m["data_sha1"] == sha and m["size"] == len(MESSAGE) for m in msgs),
-              "every body arrived byte for byte (dot-stuffing, CRLF, 8-bit)")
+
+        def without_unsub(m):
+            """The stored copy without the per-recipient List-Unsubscribe/-Post lines the sender prepends."""
+            d = "mx2-mail" if m["listen"].startswith(H13 + ":") else "mx-mail"
+            with open(os.path.join(tmp, d, "%d.eml" % m["msg"]), "rb") as f:
+                data = f.read()
+            lines = data.split(b"\r\n")
+            while lines and (lines[0].startswith(b"List-Unsubscribe") or lines[0].startswith(b" <")):
+                lines.pop(0)
+            return b"\r\n".join(lines)
+        check(all(hashlib.sha1(without_unsub(m)).hexdigest() == sha for m in msgs),
+              "every body arrived byte for byte (dot-stuffing, CRLF, 8-bit) after the List-Unsubscribe lines")
+        check(all(m["headers"].get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click" and
+                  "/u/o" in m["headers"].get("List-Unsubscribe", "") for m in msgs),
+              "every copy has its List-Unsubscribe and List-Unsubscribe-Post header")
         check(all(m["headers"].get("Message-ID") == "<post1@example.org>" for m in msgs), "headers intact")
 
         # ---- routing ----
