@@ -192,14 +192,15 @@ static void reply(struct lsd_session *s, const char *fmt, ...)
     char line[LSD_REPLY_MAX + 64];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    int n = vsnprintf(line, sizeof line - 3, fmt, ap); /* room for CR LF NUL */
     va_end(ap);
     if (n < 0)
         n = 0;
-    if ((size_t)n > sizeof line - 3)
-        n = (int)(sizeof line - 3);
+    if ((size_t)n > sizeof line - 4)
+        n = (int)(sizeof line - 4);
     line[n++] = '\r';
     line[n++] = '\n';
+    line[n] = 0; /* the error count below reads the line as a string */
     if (s->state == S_DEAD)
         return;
     if (lc_buf_append(s->out, line, (size_t)n) < 0) {
