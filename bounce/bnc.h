@@ -12,6 +12,17 @@
 
 #include "bnc_parse.h"
 
+/* ---- bnc_parse.c ---- */
+
+/* bnc_report_add appends a zeroed entry (reason "undefined") to r; NULL when r holds BNC_MAX_RCPTS. */
+struct bnc_rcpt *bnc_report_add(struct bnc_report *r);
+
+/* ---- bnc_ses.c ---- */
+
+/* bnc_ses_parse adds the entries of an Amazon SES JSON notification found in text (bare, or inside an SNS
+ * envelope's "Message" string). Returns 0 when it added any, else -1. */
+int bnc_ses_parse(struct bnc_report *r, const char *text, size_t len);
+
 /* ---- bnc_reason.c ---- */
 
 /* bnc_copy copies the string src into dst (dstlen bytes), truncating; dst is always NUL-terminated. */

@@ -12,12 +12,17 @@
  * own sender, which signed nothing for it to check).
  * A failure updates lc:sub:LIST:ADDR in one MULTI/EXEC (WATCHed, so the disable decision sees the score it
  * adds to) that also acknowledges and deletes the entry: a crash before EXEC leaves the entry pending and
- * nothing written, a crash after leaves nothing to redo. bounce_score += 1 (hard) or 0.5 (soft); the
- * subscriber is disabled (status disabled, removed from lc:active:LIST) when the score reaches
- * BNC_DISABLE_SCORE or a hard bounce says the address is dead (userunknown, hostunknown, hasmoved).
+ * nothing written, a crash after leaves nothing to redo. The list's policy (lc:list:LIST bounce_hard,
+ * bounce_soft, bounce_threshold, bounce_stale_days; defaults 1, 0.5, 5, 7) decides: bounce_score += hard or
+ * soft, after a reset to 0 when the last bounce is older than the stale period (decay); the subscriber is
+ * disabled (status disabled, removed from lc:active:LIST, probe=pending for the probe sender) when the score
+ * reaches the threshold or a hard bounce says the address is dead (userunknown, hostunknown, hasmoved).
+ * Every failure also counts in the list's report hashes (lc:bncstat:{reason,domain,post}:LIST) and the list's
+ * `bounces` counter.
  * lc:post:ID bounced is counted only for listd's entries (the sender already counted its own 5xx replies), and
  * moves the recipient out of delivered, once per post and subscriber (LC_LUA_POST_DSN in schema/).
- * An ARF complaint suppresses the address (SADD lc:suppress, HDEL lc:active:LIST). Delay notices,
+ * An ARF complaint unsubscribes (status unsubscribed, HDEL lc:active:LIST), suppresses the address (SADD
+ * lc:suppress) and counts in the list's and the post's `complaints` and the report hashes. Delay notices,
  * auto-replies and messages that name no failure change nothing and are logged.
  * Limits: COUNT BNC_READ_COUNT entries a read (messages are at most 10 MiB each), WATCH retries bounded.
  */
@@ -44,7 +49,10 @@
 #define BNC_CLAIM_IDLE_MS "60000"
 #define BNC_CLAIM_EVERY_MS 30000
 #define BNC_CLAIM_ROUNDS 20
-#define BNC_DISABLE_SCORE 5.0
+#define BNC_DEF_HARD 1.0        /* per-list defaults (lc:list:LIST bounce_* fields override) */
+#define BNC_DEF_SOFT 0.5
+#define BNC_DEF_THRESHOLD 5.0
+#define BNC_DEF_STALE_DAYS 7.0
 #define BNC_WATCH_TRIES 5
 #define BNC_CMD_TIMEOUT_MS 15000
 
@@ -265,60 +273,117 @@ static int is_dead_reason(const char *reason)
     return !strcmp(reason, "userunknown") || !strcmp(reason, "hostunknown") || !strcmp(reason, "hasmoved");
 }
 
+/* A list's bounce policy (lc:list:LIST fields, defaults when absent or out of range). */
+struct policy {
+    double hard, soft, threshold;
+    long stale_s;
+};
+
+static double field_num(const redisReply *v, double def, double min, double max)
+{
+    if (!v || v->type != REDIS_REPLY_STRING || !v->len)
+        return def;
+    char *end;
+    double x = strtod(v->str, &end);
+    if (*end || x != x || x < min || x > max)
+        return def;
+    return x;
+}
+
+static void policy_of(const redisReply *r, struct policy *p)
+{
+    const redisReply *e[4] = {NULL, NULL, NULL, NULL};
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 4)
+        for (int i = 0; i < 4; i++)
+            e[i] = r->element[i];
+    p->hard = field_num(e[0], BNC_DEF_HARD, 0, 1000);
+    p->soft = field_num(e[1], BNC_DEF_SOFT, 0, 1000);
+    p->threshold = field_num(e[2], BNC_DEF_THRESHOLD, 0.001, 1e6);
+    p->stale_s = (long)(field_num(e[3], BNC_DEF_STALE_DAYS, 0, 36500) * 86400.0);
+}
+
+/* The domain part of an address ("" when none). */
+static const char *domain_of(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at ? at + 1 : "";
+}
+
+/* Format a score the way HINCRBYFLOAT does for our values: no trailing zeros ("1", "0.5", "4.5"). */
+static void fmt_score(char *out, size_t n, double v)
+{
+    snprintf(out, n, "%.6f", v);
+    char *dot = strchr(out, '.');
+    if (dot) {
+        char *e = out + strlen(out) - 1;
+        while (e > dot && *e == '0')
+            *e-- = 0;
+        if (e == dot)
+            *e = 0;
+    }
+}
+
 /* Apply one failure to the subscriber (see the file comment). */
 static int apply_failure(struct bnc_daemon *d, const char *id, const struct outcome *o, const struct bnc_rcpt *f)
 {
-    char subkey[LC_KEY_MAX], activekey[LC_KEY_MAX], postkey[LC_KEY_MAX], bnckey[LC_KEY_MAX];
-    char postid[24], subid[24], incr[8], now[24];
+    char subkey[LC_KEY_MAX], activekey[LC_KEY_MAX], postkey[LC_KEY_MAX], bnckey[LC_KEY_MAX], listkey[LC_KEY_MAX];
+    char rkey[LC_KEY_MAX], dkey[LC_KEY_MAX], pkey[LC_KEY_MAX];
+    char postid[24], subid[24], now[24], scorestr[32];
     if (lc_key_sub(subkey, sizeof subkey, o->list, o->addr) < 0 ||
         lc_key_active(activekey, sizeof activekey, o->list) < 0 || lc_key_post(postkey, sizeof postkey, o->post) < 0 ||
-        lc_key_postbnc(bnckey, sizeof bnckey, o->post) < 0) {
+        lc_key_postbnc(bnckey, sizeof bnckey, o->post) < 0 || lc_key_list(listkey, sizeof listkey, o->list) < 0 ||
+        lc_key_bncstat(rkey, sizeof rkey, "reason", o->list) < 0 ||
+        lc_key_bncstat(dkey, sizeof dkey, "domain", o->list) < 0 ||
+        lc_key_bncstat(pkey, sizeof pkey, "post", o->list) < 0) {
         lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " dropped: key too long", o->post, o->sub);
         return finish(d, id);
     }
     snprintf(postid, sizeof postid, "%" PRIu64, o->post);
     snprintf(subid, sizeof subid, "%" PRIu64, o->sub);
-    snprintf(incr, sizeof incr, "%s", f->hard ? "1" : "0.5");
-    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    time_t tnow = time(NULL);
+    snprintf(now, sizeof now, "%lld", (long long)tnow);
     const char *status = f->status[0] ? f->status : "-";
 
     for (int attempt = 0; attempt < BNC_WATCH_TRIES; attempt++) {
         const char *w[] = {"WATCH", subkey, NULL};
-        const char *g[] = {"HMGET", subkey, "status", "bounce_score", NULL};
+        const char *g[] = {"HMGET", subkey, "status", "bounce_score", "last_bounce_at", NULL};
         const char *x[] = {"EXISTS", postkey, NULL};
+        const char *l[] = {"HMGET", listkey, "bounce_hard", "bounce_soft", "bounce_threshold", "bounce_stale_days",
+                           NULL};
         append(d, w);
         append(d, g);
         append(d, x);
+        append(d, l);
         void *v;
-        redisReply *rw = NULL, *rg = NULL, *rx = NULL;
-        if (redisGetReply(d->rc, &v) == REDIS_OK)
-            rw = v;
-        if (rw && redisGetReply(d->rc, &v) == REDIS_OK)
-            rg = v;
-        if (rg && redisGetReply(d->rc, &v) == REDIS_OK)
-            rx = v;
-        if (!rw || !rg || !rx) {
-            if (rw)
-                freeReplyObject(rw);
-            if (rg)
-                freeReplyObject(rg);
+        redisReply *rr[4] = {NULL, NULL, NULL, NULL};
+        int got = 0;
+        for (; got < 4 && redisGetReply(d->rc, &v) == REDIS_OK && v; got++)
+            rr[got] = v;
+        if (got < 4) {
+            for (int i = 0; i < got; i++)
+                freeReplyObject(rr[i]);
             drop_connection(d, d->rc->errstr[0] ? d->rc->errstr : "connection lost");
             return STEP_REDIS;
         }
+        redisReply *rg = rr[1], *rx = rr[2];
         char cur_status[32] = "";
         double score = 0;
+        long long last_at = 0;
         int have_sub = 0, post_exists = rx->type == REDIS_REPLY_INTEGER && rx->integer == 1;
-        if (rg->type == REDIS_REPLY_ARRAY && rg->elements == 2) {
+        if (rg->type == REDIS_REPLY_ARRAY && rg->elements == 3) {
             if (rg->element[0]->type == REDIS_REPLY_STRING) {
                 have_sub = 1;
                 snprintf(cur_status, sizeof cur_status, "%.31s", rg->element[0]->str);
             }
             if (rg->element[1]->type == REDIS_REPLY_STRING)
                 score = strtod(rg->element[1]->str, NULL);
+            if (rg->element[2]->type == REDIS_REPLY_STRING)
+                last_at = strtoll(rg->element[2]->str, NULL, 10);
         }
-        freeReplyObject(rw);
-        freeReplyObject(rg);
-        freeReplyObject(rx);
+        struct policy pol;
+        policy_of(rr[3], &pol);
+        for (int i = 0; i < 4; i++)
+            freeReplyObject(rr[i]);
         if (!have_sub) {
             const char *u[] = {"UNWATCH", NULL};
             redisReply *r = cmd(d, 1, u);
@@ -328,19 +393,30 @@ static int apply_failure(struct bnc_daemon *d, const char *id, const struct outc
             lc_warn("bounce post=%s sub=%s rcpt=<%s> dropped: no subscriber hash", postid, subid, o->addr);
             return finish(d, id);
         }
-        double newscore = score + (f->hard ? 1.0 : 0.5);
+        /* decay: a score whose last bounce is stale starts again */
+        int stale = score > 0 && last_at > 0 && pol.stale_s > 0 && (long long)tnow - last_at > pol.stale_s;
+        if (stale || score != score || score < 0)
+            score = 0;
+        double newscore = score + (f->hard ? pol.hard : pol.soft);
+        fmt_score(scorestr, sizeof scorestr, newscore);
         int active = !strcmp(cur_status, LC_ST_ACTIVE);
-        int disable = (active || !strcmp(cur_status, LC_ST_DISABLED)) &&
-                      (newscore >= BNC_DISABLE_SCORE || (f->hard && is_dead_reason(f->reason)));
+        int dead = f->hard && is_dead_reason(f->reason);
+        int disable = (active || !strcmp(cur_status, LC_ST_DISABLED)) && (newscore >= pol.threshold || dead);
+        const char *why = dead ? f->reason : "threshold";
 
         const char *m[] = {"MULTI", NULL};
-        const char *c1[] = {"HINCRBYFLOAT", subkey, "bounce_score", incr, NULL};
+        const char *c1[] = {"HSET", subkey, "bounce_score", scorestr, NULL};
         const char *c2[] = {"HINCRBY", subkey, "bounces", "1", NULL};
         const char *c3[] = {"HSET", subkey, "last_bounce_reason", f->reason, "last_bounce_at", now,
                             "last_bounce_status", status, NULL};
         const char *c4[] = {"EVAL", LC_LUA_POST_DSN, "2", postkey, bnckey, subid, NULL};
-        const char *c5[] = {"HSET", subkey, "status", LC_ST_DISABLED, NULL};
+        const char *c5[] = {"HSET", subkey, "status", LC_ST_DISABLED, "disabled_at", now, "disabled_reason", why,
+                            "probe", "pending", NULL};
         const char *c6[] = {"HDEL", activekey, o->addr, NULL};
+        const char *s1[] = {"HINCRBY", rkey, f->reason, "1", NULL};
+        const char *s2[] = {"HINCRBY", dkey, domain_of(o->addr), "1", NULL};
+        const char *s3[] = {"HINCRBY", pkey, postid, "1", NULL};
+        const char *s4[] = {"HINCRBY", listkey, "bounces", "1", NULL};
         const char *c7[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
         const char *c8[] = {"XDEL", LC_S_BOUNCES, id, NULL};
         const char *e[] = {"EXEC", NULL};
@@ -355,6 +431,11 @@ static int apply_failure(struct bnc_daemon *d, const char *id, const struct outc
             append(d, c5), n++;
         if (disable)
             append(d, c6), n++;
+        append(d, s1), n++;
+        append(d, s2), n++;
+        if (o->post)
+            append(d, s3), n++;
+        append(d, s4), n++;
         append(d, c7), n++;
         append(d, c8), n++;
         append(d, e), n++;
@@ -365,44 +446,71 @@ static int apply_failure(struct bnc_daemon *d, const char *id, const struct outc
             freeReplyObject(r); /* the subscriber changed under us: read it again */
             continue;
         }
-        char scorestr[32] = "?";
-        if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING)
-            snprintf(scorestr, sizeof scorestr, "%.31s", r->element[0]->str);
         freeReplyObject(r);
-        lc_info("bounce post=%s sub=%s rcpt=<%s> status=%s reason=%s hard=%d score=%s", postid, subid, o->addr,
-                status, f->reason, f->hard, scorestr);
+        lc_info("bounce post=%s sub=%s rcpt=<%s> status=%s reason=%s hard=%d score=%s%s", postid, subid, o->addr,
+                status, f->reason, f->hard, scorestr, stale ? " (stale score reset)" : "");
         if (disable && active)
-            lc_info("sub=%s list=%s rcpt=<%s> disabled score=%s reason=%s", subid, o->list, o->addr, scorestr,
-                    f->reason);
+            lc_info("sub=%s list=%s rcpt=<%s> disabled score=%s reason=%s probe=pending", subid, o->list, o->addr,
+                    scorestr, why);
         return STEP_OK;
     }
     lc_warn("bounce post=%s sub=%s rcpt=<%s> left pending: subscriber kept changing", postid, subid, o->addr);
     return STEP_OK;
 }
 
-/* An ARF complaint: the address gets no more mail from any list. */
+/* An ARF complaint: the subscriber is unsubscribed, the address gets no more mail from any list, and the
+ * complaint counts against the list and the post. */
 static int apply_complaint(struct bnc_daemon *d, const char *id, const struct outcome *o, const struct bnc_rcpt *f)
 {
-    char activekey[LC_KEY_MAX];
-    if (lc_key_active(activekey, sizeof activekey, o->list) < 0)
+    char activekey[LC_KEY_MAX], subkey[LC_KEY_MAX], listkey[LC_KEY_MAX], postkey[LC_KEY_MAX];
+    char rkey[LC_KEY_MAX], dkey[LC_KEY_MAX], pkey[LC_KEY_MAX], postid[24], now[24];
+    if (lc_key_active(activekey, sizeof activekey, o->list) < 0 || lc_key_sub(subkey, sizeof subkey, o->list, o->addr) < 0 ||
+        lc_key_list(listkey, sizeof listkey, o->list) < 0 || lc_key_post(postkey, sizeof postkey, o->post) < 0 ||
+        lc_key_bncstat(rkey, sizeof rkey, "reason", o->list) < 0 ||
+        lc_key_bncstat(dkey, sizeof dkey, "domain", o->list) < 0 ||
+        lc_key_bncstat(pkey, sizeof pkey, "post", o->list) < 0)
         return finish(d, id);
+    snprintf(postid, sizeof postid, "%" PRIu64, o->post);
+    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    const char *x[] = {"EXISTS", postkey, NULL};
+    redisReply *rx = cmd(d, 2, x);
+    if (!rx)
+        return d->rc ? STEP_OK : STEP_REDIS;
+    int post_exists = rx->type == REDIS_REPLY_INTEGER && rx->integer == 1;
+    freeReplyObject(rx);
     const char *m[] = {"MULTI", NULL};
     const char *c1[] = {"SADD", LC_K_SUPPRESS, o->addr, NULL};
     const char *c2[] = {"HDEL", activekey, o->addr, NULL};
-    const char *c3[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
-    const char *c4[] = {"XDEL", LC_S_BOUNCES, id, NULL};
+    const char *c3[] = {"HSET", subkey, "status", LC_ST_UNSUBSCRIBED, "complained_at", now, NULL};
+    const char *c4[] = {"HINCRBY", listkey, "complaints", "1", NULL};
+    const char *c5[] = {"HINCRBY", postkey, "complaints", "1", NULL};
+    const char *s1[] = {"HINCRBY", rkey, "feedback", "1", NULL};
+    const char *s2[] = {"HINCRBY", dkey, domain_of(o->addr), "1", NULL};
+    const char *s3[] = {"HINCRBY", pkey, postid, "1", NULL};
+    const char *c6[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
+    const char *c7[] = {"XDEL", LC_S_BOUNCES, id, NULL};
     const char *e[] = {"EXEC", NULL};
-    append(d, m);
-    append(d, c1);
-    append(d, c2);
-    append(d, c3);
-    append(d, c4);
-    append(d, e);
-    redisReply *r = collect(d, 6);
+    int n = 0;
+    append(d, m), n++;
+    append(d, c1), n++;
+    append(d, c2), n++;
+    append(d, c3), n++;
+    append(d, c4), n++;
+    if (post_exists)
+        append(d, c5), n++;
+    append(d, s1), n++;
+    append(d, s2), n++;
+    if (o->post)
+        append(d, s3), n++;
+    append(d, c6), n++;
+    append(d, c7), n++;
+    append(d, e), n++;
+    redisReply *r = collect(d, n);
     if (!r)
         return d->rc ? STEP_OK : STEP_REDIS;
     freeReplyObject(r);
-    lc_info("complaint post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s suppressed", o->post, o->sub, o->addr, f->diag);
+    lc_info("complaint post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s unsubscribed suppressed", o->post, o->sub,
+            o->addr, f->diag);
     return STEP_OK;
 }
 

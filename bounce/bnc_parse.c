@@ -27,6 +27,8 @@
 #define BNC_TEXT_SCAN (256u * 1024u) /* bytes of report text scanned for recipients */
 #define BNC_FIELD_MAX 2048           /* bytes kept of one DSN field value */
 #define BNC_HITS_MAX 64
+#define BNC_MBOX_MAX 8               /* messages read from one mbox-style input */
+#define BNC_DSN_PARTS 8              /* delivery-status parts read from one message (multi-report files) */
 
 struct bnc_report {
     enum bnc_kind kind;
@@ -69,7 +71,7 @@ const struct bnc_rcpt *bnc_report_get(const struct bnc_report *r, size_t i)
     return (r && i < r->n) ? &r->v[i] : NULL;
 }
 
-static struct bnc_rcpt *report_add(struct bnc_report *r)
+struct bnc_rcpt *bnc_report_add(struct bnc_report *r)
 {
     if (r->n >= BNC_MAX_RCPTS)
         return NULL;
@@ -92,8 +94,8 @@ static struct bnc_rcpt *report_add(struct bnc_report *r)
 struct walk {
     int parts;
     int attached;               /* depth of message/rfc822 nesting at the current point */
-    GMimeObject *dsn;           /* first delivery-status part (outside attachments preferred) */
-    int dsn_attached;
+    GMimeObject *dsn[BNC_DSN_PARTS]; /* delivery-status parts in order; outside attachments first */
+    int ndsn;
     GMimeObject *arf;           /* first feedback-report part */
     GMimeObject *text;          /* first text/plain outside attached messages */
     GMimeObject *html;          /* first text/html outside attached messages (fallback) */
@@ -132,10 +134,9 @@ static void walk(struct walk *w, GMimeObject *obj, int depth)
     if (g_mime_content_type_is_type(ct, "message", "delivery-status") ||
         g_mime_content_type_is_type(ct, "message", "global-delivery-status") ||
         g_mime_content_type_is_type(ct, "text", "delivery-status")) {
-        if (!w->dsn || (w->dsn_attached && !w->attached)) {
-            w->dsn = obj;
-            w->dsn_attached = w->attached;
-        }
+        /* every report, in document order: a report may return an earlier report (multi-report files) */
+        if (w->ndsn < BNC_DSN_PARTS)
+            w->dsn[w->ndsn++] = obj;
     } else if (g_mime_content_type_is_type(ct, "message", "feedback-report")) {
         if (!w->arf)
             w->arf = obj;
@@ -248,6 +249,28 @@ static void html_to_text(char *s, size_t *len)
     *len = o;
 }
 
+/* Japanese mail systems (Lotus Notes, Domino, m-FILTER) write reports in ISO-2022-JP without declaring it:
+ * a text with its escape sequences is converted to UTF-8 (the phrase tables hold the UTF-8 forms). Takes
+ * ownership of text; returns the text to use. */
+static char *jis_to_utf8(char *text, size_t *len)
+{
+    if (!memmem(text, *len, "\x1b$B", 3))
+        return text;
+    gsize wr = 0;
+    gchar *u = g_convert_with_fallback(text, (gssize)*len, "UTF-8", "ISO-2022-JP", "?", NULL, &wr, NULL);
+    if (!u)
+        return text;
+    char *out = malloc(wr + 1);
+    if (!out)
+        abort();
+    memcpy(out, u, wr);
+    out[wr] = 0;
+    g_free(u);
+    free(text);
+    *len = wr;
+    return out;
+}
+
 /* ---- RFC 3464 fields ---- */
 
 static int starts_field(const char *p, size_t n, const char *name)
@@ -339,7 +362,7 @@ static void dsn_add_group(struct bnc_report *r, const struct dsn_group *g, const
 {
     if (!g->has_final && !g->has_orig)
         return;
-    struct bnc_rcpt *e = report_add(r);
+    struct bnc_rcpt *e = bnc_report_add(r);
     if (!e)
         return;
     bnc_copy(e->recipient, sizeof e->recipient, g->final[0] ? g->final : g->orig);
@@ -357,6 +380,15 @@ static void dsn_add_group(struct bnc_report *r, const struct dsn_group *g, const
         e->action = BNC_DELAYED;
     else
         e->action = BNC_FAILED;
+    /* the SMTP command the rejection answered: the diagnostic rarely says, the human-readable part often
+     * does (Postfix "in reply to end of DATA command", Sendmail's transcript ">>> DATA") */
+    if (text && r->n <= BNC_TEXT_FALLBACKS) {
+        for (int i = 0; i < nh && !e->command[0]; i++)
+            if (strcmp(hits[i].addr, e->recipient) == 0 && hits[i].len)
+                bnc_copy(e->command, sizeof e->command, bnc_find_command(text + hits[i].off, hits[i].len));
+        if (!e->command[0] && nh <= 1)
+            bnc_copy(e->command, sizeof e->command, bnc_find_command(text, tlen));
+    }
     if (g->diag[0]) {
         bnc_norm(g->diag, strlen(g->diag), e->diag, sizeof e->diag);
         bnc_classify(e, g->diag, strlen(g->diag));
@@ -532,7 +564,9 @@ static char *find_dsn_block(const char *text, size_t len, size_t *outlen)
 
 /* ---- RFC 5965 feedback report ---- */
 
-static void field_value(const char *body, size_t len, const char *field, char *out, size_t outlen)
+/* The value of the first line "field: value" in body into out; returns the offset just past that line, or 0
+ * when there is none. */
+static size_t field_value_from(const char *body, size_t len, const char *field, char *out, size_t outlen)
 {
     size_t fl = strlen(field);
     out[0] = 0;
@@ -545,18 +579,63 @@ static void field_value(const char *body, size_t len, const char *field, char *o
             i++;
         if (n > fl && strncasecmp(body + st, field, fl) == 0 && body[st + fl] == ':') {
             copy_trim(out, outlen, body + st + fl + 1, n - fl - 1);
-            return;
+            return i;
         }
     }
+    return 0;
+}
+
+static void field_value(const char *body, size_t len, const char *field, char *out, size_t outlen)
+{
+    field_value_from(body, len, field, out, outlen);
+}
+
+/* Apple Mail's unsubscribe request ("X-Apple-Unsubscribe: true", sent by the recipient's client to the
+ * List-Unsubscribe mailto: address): a complaint-like opt-out by its From address. */
+static int apple_unsubscribe(struct bnc_report *r, GMimeMessage *m)
+{
+    const char *h = g_mime_object_get_header(GMIME_OBJECT(m), "X-Apple-Unsubscribe");
+    const char *from = g_mime_object_get_header(GMIME_OBJECT(m), "From");
+    if (!h || strncasecmp(h, "true", 4) != 0 || !from)
+        return 0;
+    struct bnc_rcpt *e = bnc_report_add(r);
+    if (!e)
+        return 0;
+    if (bnc_addr_extract(from, strlen(from), e->recipient, 0) < 0)
+        e->recipient[0] = 0;
+    e->action = BNC_FEEDBACK;
+    bnc_copy(e->diag, sizeof e->diag, "feedback-type=unsubscribe (apple mail)");
+    bnc_classify(e, NULL, 0);
+    return 1;
 }
 
 static void parse_arf(struct bnc_report *r, const char *body, size_t len, GMimeMessage *orig, const char *hdrs,
                       size_t hlen)
 {
-    char v[BNC_FIELD_MAX], addr[BNC_ADDR_LEN] = "";
-    field_value(body, len, "Original-Rcpt-To", v, sizeof v);
-    if (v[0])
-        bnc_addr_extract(v, strlen(v), addr, 0);
+    char v[BNC_FIELD_MAX], addr[BNC_ADDR_LEN] = "", type[BNC_FIELD_MAX];
+    field_value(body, len, "Feedback-Type", type, sizeof type);
+    /* one entry per Original-Rcpt-To (RFC 5965 allows several) */
+    size_t off = 0;
+    int n = 0;
+    while (off < len && n < BNC_MAX_RCPTS) {
+        size_t used = field_value_from(body + off, len - off, "Original-Rcpt-To", v, sizeof v);
+        if (!used)
+            break;
+        off += used;
+        if (!v[0] || bnc_addr_extract(v, strlen(v), addr, 0) < 0)
+            continue;
+        struct bnc_rcpt *e = bnc_report_add(r);
+        if (!e)
+            return;
+        bnc_copy(e->recipient, sizeof e->recipient, addr);
+        e->action = BNC_FEEDBACK;
+        snprintf(e->diag, sizeof e->diag, "feedback-type=%.64s", type[0] ? type : "unknown");
+        bnc_classify(e, NULL, 0);
+        n++;
+    }
+    if (n)
+        return;
+    addr[0] = 0;
     if (!addr[0] && orig) {
         const char *to = g_mime_object_get_header(GMIME_OBJECT(orig), "To");
         if (to)
@@ -567,13 +646,12 @@ static void parse_arf(struct bnc_report *r, const char *body, size_t len, GMimeM
         if (v[0])
             bnc_addr_extract(v, strlen(v), addr, 0);
     }
-    struct bnc_rcpt *e = report_add(r);
+    struct bnc_rcpt *e = bnc_report_add(r);
     if (!e)
         return;
     bnc_copy(e->recipient, sizeof e->recipient, addr);
     e->action = BNC_FEEDBACK;
-    field_value(body, len, "Feedback-Type", v, sizeof v);
-    snprintf(e->diag, sizeof e->diag, "feedback-type=%.64s", v[0] ? v : "unknown");
+    snprintf(e->diag, sizeof e->diag, "feedback-type=%.64s", type[0] ? type : "unknown");
     bnc_classify(e, NULL, 0);
 }
 
@@ -597,6 +675,32 @@ static void parse_text(struct bnc_report *r, const char *text, size_t len, GMime
 
     size_t end = bnc_text_end(text, len);
     int nh = bnc_text_scan(text, end, exclude, hits, BNC_HITS_MAX);
+    /* X-Failed-Recipients (Exim, Google) names the failed addresses outright: it wins over addresses found
+     * in a text that may name only the sender (localised Google Groups notices) */
+    const char *xfr = g_mime_object_get_header(GMIME_OBJECT(msg), "X-Failed-Recipients");
+    if (xfr) {
+        static __thread struct bnc_hit xh[BNC_HITS_MAX];
+        int nx = 0;
+        size_t xl = strlen(xfr), off = 0;
+        while (off < xl && nx < BNC_HITS_MAX) {
+            long e = bnc_addr_extract(xfr + off, xl - off, xh[nx].addr, 0);
+            if (e < 0)
+                break;
+            off += (size_t)e;
+            xh[nx].off = 0;
+            xh[nx].len = end;
+            for (int i = 0; i < nh; i++)
+                if (strcmp(hits[i].addr, xh[nx].addr) == 0) {
+                    xh[nx].off = hits[i].off;
+                    xh[nx].len = hits[i].len;
+                }
+            nx++;
+        }
+        if (nx) {
+            memcpy(hits, xh, (size_t)nx * sizeof hits[0]);
+            nh = nx;
+        }
+    }
     if (nh == 0) {
         /* Exim names them in a header; else the returned message's To: */
         const char *xf = g_mime_object_get_header(GMIME_OBJECT(msg), "X-Failed-Recipients");
@@ -617,7 +721,7 @@ static void parse_text(struct bnc_report *r, const char *text, size_t len, GMime
         nh = 1;
     }
     for (int i = 0; i < nh; i++) {
-        struct bnc_rcpt *e = report_add(r);
+        struct bnc_rcpt *e = bnc_report_add(r);
         if (!e)
             return;
         bnc_copy(e->recipient, sizeof e->recipient, hits[i].addr);
@@ -626,6 +730,13 @@ static void parse_text(struct bnc_report *r, const char *text, size_t len, GMime
         bnc_classify(e, text + hits[i].off, hits[i].len);
         if (strcmp(e->reason, "undefined") == 0 && hits[i].len < end) {
             bnc_classify(e, text, end);
+        }
+        /* Google Groups refuses a post (no such group, or no permission to post) in the poster's language */
+        size_t al = strlen(e->recipient);
+        if (!strcmp(e->reason, "undefined") && al > 17 && !strcmp(e->recipient + al - 17, "@googlegroups.com") &&
+            from[0] && (strstr(from, "@googlemail.com") || strstr(from, "@google.com"))) {
+            e->reason = "rejected";
+            e->hard = 0;
         }
     }
 }
@@ -649,6 +760,48 @@ static size_t bounded_len(const char *s, size_t len)
     return len;
 }
 
+/* Is s[0..n) an mbox separator line, "From SENDER DATE" with a time "hh:mm" and a year in the date? */
+static int mbox_from_line(const char *s, size_t n)
+{
+    if (n < 20 || n > 200 || memcmp(s, "From ", 5) != 0 || s[5] == ' ' || memchr(s, ':', n) == NULL)
+        return 0;
+    int digits = 0, colon_time = 0;
+    for (size_t i = 5; i < n; i++) {
+        if (isdigit((unsigned char)s[i])) {
+            if (++digits >= 4 && colon_time)
+                return 1;
+        } else {
+            if (s[i] == ':' && digits >= 1 && i + 2 < n && isdigit((unsigned char)s[i + 1]))
+                colon_time = 1;
+            digits = 0;
+        }
+    }
+    return 0;
+}
+
+/* Length of the first message of an mbox-style concatenation (messages separated by a blank line and a
+ * "From " line); len when there is one message. */
+static size_t first_message(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 2 < len;) {
+        const char *nl = memchr(s + i, '\n', len - i);
+        if (!nl)
+            break;
+        size_t st = (size_t)(nl - s) + 1;
+        i = st;
+        if (st + 5 < len && s[st] == 'F' && st >= 2 && (s[st - 2] == '\n' || (s[st - 2] == '\r' && st >= 3 &&
+                                                                               s[st - 3] == '\n'))) {
+            const char *e = memchr(s + st, '\n', len - st);
+            size_t n = e ? (size_t)(e - (s + st)) : len - st;
+            if (mbox_from_line(s + st, n))
+                return st;
+        }
+    }
+    return len;
+}
+
+static void parse_one(struct bnc_report *r, const char *s, size_t len);
+
 int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -662,13 +815,30 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
         abort();
     *out = r;
     const char *s = msg;
-    /* an mbox "From " line is not a header */
-    if (len >= 5 && memcmp(s, "From ", 5) == 0) {
-        const char *nl = memchr(s, '\n', len);
-        size_t skip = nl ? (size_t)(nl - s) + 1 : len;
-        s += skip;
-        len -= skip;
+    /* a file may hold several messages mbox-style (a report about a report): each is parsed, in order */
+    for (int k = 0; k < BNC_MBOX_MAX && len > 0; k++) {
+        /* an mbox "From " line is not a header */
+        if (len >= 5 && memcmp(s, "From ", 5) == 0) {
+            const char *nl = memchr(s, '\n', len);
+            size_t skip = nl ? (size_t)(nl - s) + 1 : len;
+            s += skip;
+            len -= skip;
+        }
+        size_t one = first_message(s, len);
+        enum bnc_kind kind = r->kind;
+        size_t before = r->n;
+        parse_one(r, s, one);
+        if (before && kind != BNC_K_NONE)
+            r->kind = kind; /* the first message's kind stands */
+        s += one;
+        len -= one;
     }
+    return 0;
+}
+
+/* Parse one message s[0..len) and add its entries to r. */
+static void parse_one(struct bnc_report *r, const char *s, size_t len)
+{
     len = bounded_len(s, len);
 
     GMimeStream *stream = g_mime_stream_mem_new_with_buffer(s, len);
@@ -677,7 +847,8 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
     GMimeMessage *m = g_mime_parser_construct_message(parser, NULL);
     g_object_unref(parser);
     if (!m)
-        return 0;
+        return;
+    size_t start_n = r->n;
 
     struct walk w;
     memset(&w, 0, sizeof w);
@@ -717,21 +888,29 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
         }
     }
 
+    if (text)
+        text = jis_to_utf8(text, &tlen);
     const char *from = g_mime_object_get_header(GMIME_OBJECT(m), "From");
     const char *subject = g_mime_message_get_subject(m);
 
-    if (w.dsn) {
+    for (int k = 0; k < w.ndsn; k++) {
         size_t blen;
-        char *body = part_bytes(w.dsn, &blen);
+        char *body = part_bytes(w.dsn[k], &blen);
+        if (body)
+            body = jis_to_utf8(body, &blen);
         if (body) {
             size_t end = text ? bnc_text_end(text, tlen) : 0;
             parse_dsn(r, body, blen, text, end);
             free(body);
         }
-        if (r->n)
+        if (r->n > start_n)
             r->kind = BNC_K_DSN;
     }
-    if (!r->n && !w.arf && text) {
+    if (r->n == start_n && !w.arf && text && bnc_ses_parse(r, text, tlen) == 0)
+        r->kind = r->v[start_n].action == BNC_FEEDBACK ? BNC_K_ARF : BNC_K_DSN;
+    if (r->n == start_n && !w.arf && apple_unsubscribe(r, m))
+        r->kind = BNC_K_ARF;
+    if (r->n == start_n && !w.arf && text) {
         size_t blen;
         char *body = find_dsn_block(text, tlen, &blen);
         if (body) {
@@ -739,10 +918,10 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
             parse_dsn(r, body, blen, text, end);
             free(body);
         }
-        if (r->n)
+        if (r->n > start_n)
             r->kind = BNC_K_DSN;
     }
-    if (!r->n && w.arf) {
+    if (r->n == start_n && w.arf) {
         size_t blen, hlen = 0;
         char *body = part_bytes(w.arf, &blen);
         char *hdrs = w.headers ? part_bytes(w.headers, &hlen) : NULL;
@@ -753,7 +932,7 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
         free(body);
         free(hdrs);
     }
-    if (!r->n && r->kind == BNC_K_NONE) {
+    if (r->n == start_n && (r->kind == BNC_K_NONE || start_n > 0)) {
         int has_ar_hdr = g_mime_object_get_header(GMIME_OBJECT(m), "X-Autoreply") != NULL ||
                          g_mime_object_get_header(GMIME_OBJECT(m), "X-Autorespond") != NULL ||
                          g_mime_object_get_header(GMIME_OBJECT(m), "X-Vacation") != NULL;
@@ -775,5 +954,4 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
     }
     free(text);
     g_object_unref(m);
-    return 0;
 }

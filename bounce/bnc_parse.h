@@ -57,6 +57,7 @@ struct bnc_rcpt {
     int hard;                      /* 1: the address itself is dead */
     enum bnc_action action;
     char diag[BNC_DIAG_LEN];       /* diagnostic text (one line, truncated), for logs */
+    char command[8];               /* SMTP command the rejection answered ("RCPT", "DATA", ...), "" if unknown */
 };
 
 struct bnc_report;
@@ -84,6 +85,10 @@ int bnc_classify_reply(const char *reply, struct bnc_rcpt *out);
 /* bnc_classify fills r->reason and r->hard from r->status, r->replycode and a diagnostic text (may be NULL),
  * refining r->status and r->replycode from the text when they are empty or generic. */
 void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen);
+
+/* bnc_find_command returns the SMTP command a rejection text says it answered ("CONN", "HELO", "MAIL",
+ * "RCPT", "DATA") or "" (static string); text need not be normalised. */
+const char *bnc_find_command(const char *text, size_t len);
 
 /* Names for logs. */
 const char *bnc_action_name(enum bnc_action a);

@@ -108,6 +108,13 @@ static const char *const p_userunknown[] = {
     "the recipient does not exist", "email address does not exist",
     "account does not exist", "account not found", "no such account", "non-existent", "nonexistent",
     "not a valid recipient", "user is unknown", "recipient rejected",
+    /* Lotus Notes / Domino, InterScan MSS; the Japanese forms of Notes and Domino */
+    "not listed in public name & address book", "not listed in domino directory",
+    "please check if address is correct", "(and other recipients in the same domain)",
+    "\xe3\x83\x87\xe3\x82\xa3\xe3\x83\xac\xe3\x82\xaf\xe3\x83\x88\xe3\x83\xaa\xe3\x81\xae\xe3\x83\xaa"
+    "\xe3\x82\xb9\xe3\x83\x88\xe3\x81\xab\xe3\x81\x82\xe3\x82\x8a\xe3\x81\xbe\xe3\x81\x9b\xe3\x82\x93",
+    "\xe3\x83\x87\xe3\x82\xa3\xe3\x83\xac\xe3\x82\xaf\xe3\x83\x88\xe3\x83\xaa\xe3\x81\xab\xe3\x81\xaf"
+    "\xe8\xa6\x8b\xe3\x81\xa4\xe3\x81\x8b\xe3\x82\x8a\xe3\x81\xbe\xe3\x81\x9b\xe3\x82\x93",
     NULL};
 static const char *const p_filtered[] = {
     "due to extended inactivity new mail is not currently being accepted", "refused by the recipient",
@@ -134,7 +141,7 @@ static const char *const p_badreputation[] = {
     NULL};
 static const char *const p_contenterror[] = {
     "message header size exceeds", "header size exceeds", "header too long", "headers too long",
-    "illegal attachment", "invalid message content", "message content rejected", "improper use of 8-bit",
+    "illegal attachment", "invalid message content", "improper use of 8-bit",
     "8-bit data", "8bit data", "bad content", "content rejected", "message format error", "header error",
     "header is invalid", "invalid header", "malformed header", "duplicate header",
     NULL};
@@ -145,6 +152,7 @@ static const char *const p_rejected[] = {
     "from address", "your email address has been", "sender blocked", "rejected sender", "bad sender",
     "invalid sender", "sender is blacklisted", "sender not", "return-path", "permission to post",
     "not allowed to post", "sender address is", "mail from address", "domain of sender",
+    "sending to/from an address that has been blacklisted",
     NULL};
 static const char *const p_hostunknown[] = {
     "host unknown", "unknown host", "host not found", "host or domain name not found",
@@ -153,11 +161,13 @@ static const char *const p_hostunknown[] = {
     "not a registered domain", "no valid mx", "all relevant mx records point to non-existent hosts",
     "domain is not", "invalid domain", "bad domain", "the domain * does not exist", "is not a valid domain",
     "domain must exist", "no such host", "unknown mail domain", "domain * not found",
+    "account or domain may not exist",
     NULL};
 static const char *const p_spamdetected[] = {
     "spam", "junk mail", "bulk mail", "bulk e-mail", "message looks like", "unsolicited", "content scanner",
     "listed as a spammer", "suspicious", "classified as", "high probability", "5.7.28 ", "mail flood", " ube",
     "blacklisted url", "uribl", "surbl", "dbl.spamhaus", "message rejected due to content",
+    "message content rejected", "ofr_506", /* Orange: rejected as spam */
     NULL};
 static const char *const p_virusdetected[] = {
     "virus", "malware", "infected", "trojan", "malicious",
@@ -183,7 +193,8 @@ static const char *const p_blocked_early[] = {
     "blocked using", "client host blocked", "client host rejected", "zen.spamhaus", "sbl.spamhaus",
     "xbl.spamhaus", "pbl.spamhaus", "sbl-xbl.spamhaus", "bl.spamcop", "dnsbl", "rbl", "listed at", "listed in",
     "listed on", "ip blacklisted", "blacklisted ip", "ip is blacklisted", "ip address is blacklisted",
-    "banned sending ip", "ip address has been blocked", "your ip address", "bloquee",
+    "banned sending ip", "ip address has been blocked", "your ip address", "bloquee", "invalid ip for sending",
+    "ofr_999", /* Orange: service refused (IP) */ "weren't sent", /* Outlook.com: messages from IP weren't sent */
     NULL};
 static const char *const p_policy_early[] = {
     "denied by policy", "content presents a potential", "violates our policy", "policy violation",
@@ -211,7 +222,7 @@ static const char *const p_network_early[] = {
     "name service error", "dns query failed", "hop count exceeded", "too many hops", "mail loop",
     "routing loop", "loop detected", "mailer loop", "malformed or unexpected name server reply",
     "host not found, try again", "maximum hop count", "loops back", "dns lookup failure",
-    "temporary dns", "dns temporary",
+    "temporary dns", "dns temporary", "able to establish an smtp connection",
     NULL};
 static const char *const p_networkerror[] = {
     "network error", "network is unreachable", "no route to host", "connection timed out", "connection reset",
@@ -510,13 +521,37 @@ int bnc_find_replycode(const char *text)
         if (p > text && !(p[-1] == ' ' || p[-1] == ':' || p[-1] == '(' || p[-1] == '<' || p[-1] == '#' ||
                           p[-1] == '"' || p[-1] == '['))
             continue;
-        if (p[3] && p[3] != ' ' && p[3] != '-' && p[3] != ',' && p[3] != ')')
+        if (p[3] && p[3] != ' ' && p[3] != '-' && p[3] != ',' && p[3] != ')' && !(p[3] == ':' && p[4] == ' '))
             continue;
         if (p[3] == '-' && !isalpha((unsigned char)p[4]) && !isdigit((unsigned char)p[4]))
             continue;
         if (p[1] > '5')
             continue;
         return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    }
+    return 0;
+}
+
+/* "553 mx.example.net does not exist": a host name (dots, no '@') followed by "does not exist". */
+static int host_does_not_exist(const char *norm)
+{
+    if (!norm)
+        return 0;
+    for (const char *p = strstr(norm, " does not exist"); p; p = strstr(p + 1, " does not exist")) {
+        const char *b = p;
+        while (b > norm && b[-1] != ' ')
+            b--;
+        if (p - b < 4)
+            continue;
+        int dots = 0, ok = 1;
+        for (const char *c = b; c < p; c++) {
+            if (*c == '.')
+                dots++;
+            else if (!isalnum((unsigned char)*c) && *c != '-')
+                ok = 0;
+        }
+        if (ok && dots > 0 && isalpha((unsigned char)p[-1]))
+            return 1;
     }
     return 0;
 }
@@ -565,13 +600,14 @@ static enum bnc_cmd find_command(const char *norm)
     if (!norm)
         return CMD_NONE;
     if (strstr(norm, "in reply to rcpt to") || strstr(norm, "after rcpt to") || strstr(norm, ">>> rcpt to") ||
-        strstr(norm, "[rcpt_to]"))
+        strstr(norm, "[rcpt_to]") || strstr(norm, "smtp command rcpt") || strstr(norm, "does not like recipient"))
         return CMD_RCPT;
     if (strstr(norm, "in reply to mail from") || strstr(norm, "after mail from") || strstr(norm, ">>> mail from") ||
-        strstr(norm, "[mail_from]"))
+        strstr(norm, "[mail_from]") || strstr(norm, "smtp command mail"))
         return CMD_MAIL;
     if (strstr(norm, "in reply to end of data") || strstr(norm, "after end of data") ||
-        strstr(norm, "in reply to data") || strstr(norm, ">>> data") || strstr(norm, "after data"))
+        strstr(norm, "in reply to data") || strstr(norm, ">>> data") || strstr(norm, "after data") ||
+        strstr(norm, "smtp command data") || strstr(norm, "[data]"))
         return CMD_DATA;
     if (strstr(norm, "in reply to helo") || strstr(norm, "in reply to ehlo") || strstr(norm, "after helo") ||
         strstr(norm, "after ehlo"))
@@ -580,6 +616,30 @@ static enum bnc_cmd find_command(const char *norm)
         strstr(norm, "greeting"))
         return CMD_CONN;
     return CMD_NONE;
+}
+
+static const char *const cmd_names[] = {"", "CONN", "HELO", "MAIL", "RCPT", "DATA"};
+
+static enum bnc_cmd cmd_of_name(const char *s)
+{
+    for (int i = 1; i < 6; i++)
+        if (strcmp(s, cmd_names[i]) == 0)
+            return (enum bnc_cmd)i;
+    return CMD_NONE;
+}
+
+const char *bnc_find_command(const char *text, size_t len)
+{
+    if (!text || !len)
+        return "";
+    size_t cap = len < BNC_TEXT_MAX ? len : BNC_TEXT_MAX;
+    char *norm = malloc(cap + 1);
+    if (!norm)
+        abort();
+    bnc_norm(text, cap, norm, cap + 1);
+    enum bnc_cmd c = find_command(norm);
+    free(norm);
+    return cmd_names[c];
 }
 
 void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
@@ -612,6 +672,10 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
 
     sreason = bnc_reason_status(r->status);
     enum bnc_cmd cmd = find_command(norm);
+    if (cmd == CMD_NONE && r->command[0])
+        cmd = cmd_of_name(r->command);
+    else if (cmd != CMD_NONE && !r->command[0])
+        bnc_copy(r->command, sizeof r->command, cmd_names[cmd]);
     if (r->action == BNC_DELIVERED || (r->status[0] == '2' && r->action != BNC_FEEDBACK)) {
         reason = "delivered";
     } else if (r->action == BNC_FEEDBACK) {
@@ -640,15 +704,26 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
                 reason = rule_of(*o)->reason;
         if (!reason && sreason)
             reason = sreason;
+        if ((!reason || !strcmp(reason, "undefined")) && host_does_not_exist(norm))
+            reason = "hostunknown";
         if (!reason)
             reason = "undefined";
+        /* a temporary failure cannot prove that a domain does not exist: a DNS lookup failed */
+        if (!strcmp(reason, "hostunknown") && r->status[0] == '4')
+            reason = "networkerror";
 
         /* what the rejection answered refines it: a sender problem at MAIL FROM, a content filter that
          * says "unknown user" after DATA, a client refused before any transaction */
         if (cmd == CMD_MAIL && (!strcmp(reason, "userunknown") || !strcmp(reason, "hostunknown") ||
-                                !strcmp(reason, "undefined") || !strcmp(reason, "systemerror")))
+                                !strcmp(reason, "undefined") || !strcmp(reason, "systemerror") ||
+                                (!strcmp(reason, "blocked") && !text_is(norm, "blocked-early"))))
             reason = "rejected";
-        else if (cmd == CMD_DATA && !strcmp(reason, "userunknown"))
+        /* "unknown user" is proof of a dead address only when the status code says so (X.1.1), or when the
+         * reply answered RCPT TO. After DATA (the recipient was accepted), or under a status that says the
+         * mailbox exists (X.2.0 / X.2.1), it is a recipient-side filter speaking (vocabulary: filtered). */
+        else if (!strcmp(reason, "userunknown") && strcmp(r->status + 1, ".1.1") != 0 &&
+                 (cmd == CMD_DATA || ((!strcmp(r->status + 1, ".2.0") || !strcmp(r->status + 1, ".2.1")) &&
+                                      cmd != CMD_RCPT)))
             reason = "filtered";
         /* a security/policy code (X.7.X) is never proof that the mailbox is gone: an "unknown user" under
          * it is a filter speaking */

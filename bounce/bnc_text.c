@@ -38,7 +38,18 @@ long bnc_addr_extract(const char *s, size_t n, char *out, int need_dot)
         if (s[i] != '@')
             continue;
         size_t a = i, b = i + 1;
-        while (a > 0 && addr_char((unsigned char)s[a - 1]) && s[a - 1] != '/')
+        int quoted = 0;
+        if (i > 1 && s[i - 1] == '"') {
+            /* a quoted local part ("a..b"@example.org) is kept with its quotes */
+            size_t q = i - 1;
+            while (q > 0 && s[q - 1] != '"' && s[q - 1] != '<' && s[q - 1] != '\n' && i - q < 64)
+                q--;
+            if (q > 0 && s[q - 1] == '"' && q + 1 < i) {
+                a = q - 1;
+                quoted = 1;
+            }
+        }
+        while (!quoted && a > 0 && addr_char((unsigned char)s[a - 1]) && s[a - 1] != '/')
             a--;
         /* "mailto:" and quoting may precede the local part */
         while (a < i && (s[a] == '.' || s[a] == '\'' || s[a] == '`'))
@@ -131,11 +142,26 @@ static int starts_ci(const char *s, size_t n, const char *prefix)
     return n >= k && strncasecmp(s, prefix, k) == 0;
 }
 
-static int contains_ci(const char *s, size_t n, const char *needle)
+/* Lower-case (ASCII) copy of s[0..n) into out (outlen bytes, truncating), NUL-terminated; NULs become
+ * spaces so strstr sees the whole text. The matchers below lower-case a text once and strstr it for each
+ * phrase (a strncasecmp at every position for every phrase was the parser's hottest loop). */
+static const char *lower_copy(const char *s, size_t n, char *out, size_t outlen)
 {
-    size_t k = strlen(needle);
-    for (size_t i = 0; i + k <= n; i++)
-        if (strncasecmp(s + i, needle, k) == 0)
+    if (n >= outlen)
+        n = outlen - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = c == 0 ? ' ' : (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    out[n] = 0;
+    return out;
+}
+
+/* Does the lower-cased text contain one of the NULL-terminated lower-case phrases? */
+static int has_any(const char *low, const char *const *phrases)
+{
+    for (const char *const *p = phrases; *p; p++)
+        if (strstr(low, *p))
             return 1;
     return 0;
 }
@@ -181,9 +207,11 @@ size_t bnc_text_end(const char *text, size_t len)
             p++;
             m--;
         }
-        for (const char *const *c = cut_markers; *c; c++)
-            if (contains_ci(p, m < 200 ? m : 200, *c))
-                return st;
+        /* every marker has a run of dashes or one of these words: most lines are skipped at once */
+        char low[201];
+        lower_copy(p, m < 200 ? m : 200, low, sizeof low);
+        if ((strstr(low, "--") || strstr(low, "original") || strstr(low, "headers")) && has_any(low, cut_markers))
+            return st;
         /* a header block of the returned message, after some report text */
         if (seen_text && (starts_ci(text + st, n, "Received: ") || starts_ci(text + st, n, "Return-Path:") ||
                           starts_ci(text + st, n, "DKIM-Signature:") || starts_ci(text + st, n, "X-Received:")))
@@ -225,7 +253,14 @@ static long line_addr(const struct line *l, char *out)
 {
     const char *p = l->s;
     size_t n = l->n;
-    size_t k = 0;
+    size_t k = 0, skip = 0;
+    /* Sendmail's transcript: "554 <a@b>... 550 Host unknown" */
+    if (n > 5 && (p[0] == '4' || p[0] == '5') && isdigit((unsigned char)p[1]) && isdigit((unsigned char)p[2]) &&
+        p[3] == ' ' && p[4] == '<') {
+        p += 4;
+        n -= 4;
+        skip = 4;
+    }
     if (n && *p == '<')
         k = 1;
     else if (n > 7 && strncasecmp(p, "mailto:", 7) == 0)
@@ -244,7 +279,7 @@ static long line_addr(const struct line *l, char *out)
         end++;
     while (end < n && (p[end] == ':' || p[end] == '.' || p[end] == ' ' || p[end] == ','))
         end++;
-    return (long)end;
+    return (long)(end + skip);
 }
 
 int bnc_text_scan(const char *text, size_t len, const char *const *exclude, struct bnc_hit *hits, int max)
@@ -270,8 +305,10 @@ int bnc_text_scan(const char *text, size_t len, const char *const *exclude, stru
         bnc_copy(h->addr, sizeof h->addr, addr);
         h->off = lines[i].off + (size_t)(lines[i].s - (text + lines[i].off)) + (size_t)e;
         size_t end = lines[i].off + (size_t)(lines[i].s - (text + lines[i].off)) + lines[i].n;
+        /* a Sendmail transcript line ("554 <a@b>... reason") is complete in itself */
+        int own_line = isdigit((unsigned char)lines[i].s[0]);
         int j;
-        for (j = i + 1; j < nl && j <= i + BNC_HIT_LINES; j++) {
+        for (j = i + 1; !own_line && j < nl && j <= i + BNC_HIT_LINES; j++) {
             if (lines[j].blank) {
                 /* a lone address line: its reason may follow after one blank line */
                 if (end <= h->off && j + 1 < nl && !lines[j + 1].blank)
@@ -359,27 +396,16 @@ static const char *const bounce_subjects[] = {
 
 int bnc_text_is_bounce(const char *from, const char *subject, const char *text, size_t len)
 {
-    if (from) {
-        size_t n = strlen(from);
-        if (contains_ci(from, n, "mailer-daemon") || contains_ci(from, n, "mailer_daemon") ||
-            contains_ci(from, n, "postmaster") || contains_ci(from, n, "post_master") ||
-            contains_ci(from, n, "mail delivery") ||
-            contains_ci(from, n, "mail administrator") || contains_ci(from, n, "mail deliver") ||
-            contains_ci(from, n, "delivery subsystem") || contains_ci(from, n, "mail system"))
-            return 1;
-    }
-    if (subject) {
-        size_t n = strlen(subject);
-        for (const char *const *s = bounce_subjects; *s; s++)
-            if (contains_ci(subject, n, *s))
-                return 1;
-    }
-    if (text) {
-        size_t n = len < 4096 ? len : 4096;
-        for (const char *const *s = bounce_intros; *s; s++)
-            if (contains_ci(text, n, *s))
-                return 1;
-    }
+    static const char *const senders[] = {"mailer-daemon", "mailer_daemon", "postmaster", "post_master",
+                                          "mail delivery", "mail administrator", "mail deliver",
+                                          "delivery subsystem", "mail system", NULL};
+    char low[4097];
+    if (from && has_any(lower_copy(from, strlen(from), low, sizeof low), senders))
+        return 1;
+    if (subject && has_any(lower_copy(subject, strlen(subject), low, sizeof low), bounce_subjects))
+        return 1;
+    if (text && has_any(lower_copy(text, len, low, sizeof low), bounce_intros))
+        return 1;
     return 0;
 }
 
@@ -394,10 +420,9 @@ int bnc_text_is_autoreply(const char *auto_submitted, const char *subject, int h
             "out of office", "out of the office", "auto:", "automatic reply", "auto reply", "autoreply",
             "auto-reply", "vacation", "abwesenheit", "absence", "away from", "autosvar", "respuesta automatica",
             "risposta automatica", "automatische antwort", "r\xc3\xa9ponse automatique", NULL};
-        size_t n = strlen(subject);
-        for (const char *const *s = subj; *s; s++)
-            if (contains_ci(subject, n, *s))
-                return 1;
+        char low[1025];
+        if (has_any(lower_copy(subject, strlen(subject), low, sizeof low), subj))
+            return 1;
     }
     return 0;
 }

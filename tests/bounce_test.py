@@ -39,8 +39,13 @@ TOOL = os.environ.get("LC_BNC_PARSE_TOOL") or os.path.join(
 SHARED = os.environ.get("LC_SHARED_DIR", "/work/shared")
 CORPUS = os.path.join(SHARED, "corpus", "bounces")
 
-# Floor, a little under what the parser reaches on the RFC 3464 files (79.1% when written; all files 75.5%).
-DSN_FLOOR = 0.77
+# Floors, a little under what the parser reaches on the corpus (278 rows), each figure measured separately over
+# every expected row (a recipient the parser misses counts as wrong in all three): recipient 97.8%, reason 90.3%,
+# hard/soft flag 93.9% (96.0% of the rows whose recipient is found) when written.
+RCPT_FLOOR = 0.97
+REASON_FLOOR = 0.895
+HARD_FLOOR = 0.93
+HELDOUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bounces")
 
 LIST = "announce@lists.example.org"
 DOMAIN = "lists.example.org"
@@ -170,11 +175,23 @@ def part_a(ck):
                 by_reason_ok[e[5]] += 1
     acc = ok / tot if tot else 0
     acc_d = ok_d / tot_d if tot_d else 0
+    reason_ok = sum(by_reason_ok.values())
+    reason_only = 0
+    for f in files:
+        for e in expected.get(f, []):
+            match = [g for g in got.get(f, []) if g[0].lower() == e[2].lower()]
+            reason_only += bool(match) and match[0][3] == e[5]
+    rcpt_acc, reason_acc, hard_acc = found / tot, reason_only / tot, hard_ok / tot
     print(f"# corpus: {len(files)} files, {tot} expected rows ({tot_d} in {len(dsn_files)} RFC 3464 files)")
-    print(f"# accuracy (recipient+reason+hard): all {ok}/{tot} = {acc:.1%}; RFC 3464 {ok_d}/{tot_d} = {acc_d:.1%}")
-    print(f"# recipient found {found}/{tot}; hard flag right where found {hard_ok}/{found}")
+    print(f"# accuracy: recipient {found}/{tot} = {rcpt_acc:.1%}; reason {reason_only}/{tot} = {reason_acc:.1%}; "
+          f"hard/soft {hard_ok}/{tot} = {hard_acc:.1%} ({hard_ok}/{found} = {hard_ok / max(found, 1):.1%} where "
+          f"the recipient is found)")
+    print(f"# all three right: {ok}/{tot} = {acc:.1%} ({reason_ok}); RFC 3464 files {ok_d}/{tot_d} = {acc_d:.1%}")
     print("# per reason: " + ", ".join(f"{r} {by_reason_ok[r]}/{n}" for r, n in by_reason.most_common()))
-    ck.check(acc_d >= DSN_FLOOR, f"RFC 3464 accuracy {acc_d:.1%} >= floor {DSN_FLOOR:.0%}")
+    ck.check(rcpt_acc >= RCPT_FLOOR, f"recipient accuracy {rcpt_acc:.1%} >= floor {RCPT_FLOOR:.1%}")
+    ck.check(reason_acc >= REASON_FLOOR, f"reason accuracy {reason_acc:.1%} >= floor {REASON_FLOOR:.1%}")
+    ck.check(hard_acc >= HARD_FLOOR, f"hard/soft accuracy {hard_acc:.1%} >= floor {HARD_FLOOR:.1%}")
+    heldout(ck)
 
     # bare SMTP replies (the sender's 5xx entries)
     cases = [
@@ -212,6 +229,36 @@ def part_a(ck):
         ck.check(p.returncode == 0 and b"Sanitizer" not in p.stderr, "deeply nested junk parses without a crash")
     finally:
         os.unlink(junk)
+
+
+def heldout(ck):
+    """Held-out check against over-fitting: bounces written for this test in the corpus's formats (Postfix, Exim,
+    qmail, Sendmail, Office 365, Gmail, Yahoo, Amazon SES JSON and SNS, ARF with two recipients, DMARC, spam,
+    Google Groups in German, an mbox of two reports, a delay notice and an auto-reply) with other addresses and
+    texts; every row of tests/bounces/expected.tsv must parse exactly (recipient, reason, hard flag; rows with
+    index "-" expect no failure: a delayed entry, or nothing at all)."""
+    rows = [l.split("\t") for l in open(os.path.join(HELDOUT, "expected.tsv"), encoding="utf-8").read().splitlines()[1:]]
+    files = sorted({r[0] for r in rows})
+    p = subprocess.run([TOOL, "-a"] + [os.path.join(HELDOUT, f) for f in files] + ["/dev/null"],
+                       capture_output=True, timeout=60)
+    got = collections.defaultdict(list)
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        f = line.split("\t")
+        if len(f) >= 7:
+            got[f[0]].append(f[1:])
+    good = 0
+    for r in rows:
+        entries = got.get(r[0], [])
+        if r[1] == "-":
+            fails = [g for g in entries if g[5] == "failed"]
+            ok_ = not fails and (r[5] != "delayed" or any(g[5] == "delayed" and g[0] == r[2] for g in entries))
+        else:
+            m = [g for g in entries if g[0] == r[2]]
+            ok_ = bool(m) and m[0][3] == r[5] and m[0][4] == r[6]
+        good += ok_
+        if not ok_:
+            print(f"# held-out miss: {r} got {entries}")
+    ck.check(good == len(rows), f"held-out bounces (tests/bounces, {len(files)} files): {good}/{len(rows)} rows right")
 
 
 # ---- part B: daemon ----

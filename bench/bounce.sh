@@ -1,0 +1,42 @@
+#!/bin/sh
+# bench/bounce.sh: bounce parser and bounce pipeline figures (issue 5).
+#
+# Usage: sh bench/bounce.sh [SECONDS] [N_BOUNCES] [CONNECTIONS]
+#   1. builds a release tree (no sanitizers) in build-bench-bounce/ and bench/bounce_bench.c against it;
+#   2. parse+classify messages/s on one core over shared/corpus/bounces/eml (looped for SECONDS, default 5);
+#   3. Sisimai (Perl, Debian libsisimai-perl) on the same files in the same run, when installed;
+#   4. end-to-end bounces/s: DSNs over SMTP to VERP addresses -> listd -> Redis (appendfsync always) ->
+#      listcast-bounce -> every subscriber hash updated (bench/bounce_e2e.py, N_BOUNCES default 5000).
+# Prints the figures; exits non-zero only if something could not run.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/.." && pwd)
+corpus=${LC_SHARED_DIR:-$src/../shared}/corpus/bounces/eml
+secs=${1:-5}
+n=${2:-5000}
+conns=${3:-16}
+build=$src/build-bench-bounce
+
+cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLISTCAST_SANITIZE=OFF >/dev/null
+cmake --build "$build" -j"$(nproc)" --target lc_bounce listcast listcast-listd listcast-bounce >/dev/null
+cc -O2 -o "$build/bounce_bench" "$here/bounce_bench.c" -I"$src/bounce" "$build/bounce/liblc_bounce.a" \
+    $(pkg-config --cflags --libs gmime-3.0)
+
+files=$(ls "$corpus"/*.eml | wc -l)
+echo "== parse+classify, one core, $files corpus files looped for ${secs}s (taskset -c 0)"
+taskset -c 0 "$build/bounce_bench" -s "$secs" "$corpus"/*.eml
+
+echo "== Sisimai (Perl) on the same $files files"
+if perl -MSisimai -e1 2>/dev/null; then
+    taskset -c 0 perl -MSisimai -MTime::HiRes=time -e '
+        my @f = @ARGV; my ($n, $t0) = (0, time);
+        while (time - $t0 < '"$secs"') { for my $p (@f) { my $v = Sisimai->make($p); $n++ } }
+        my $dt = time - $t0;
+        printf "messages %d seconds %.2f rate %.0f/s (Sisimai %s)\n", $n, $dt, $n / $dt, $Sisimai::VERSION;
+    ' "$corpus"/*.eml
+else
+    echo "Sisimai not installed (apt-get install libsisimai-perl); skipped"
+fi
+
+echo "== end to end: $n DSNs over SMTP -> listd -> Redis (appendfsync always) -> listcast-bounce"
+python3 "$here/bounce_e2e.py" "$build" "$n" "$conns"
