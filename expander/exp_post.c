@@ -11,8 +11,9 @@
  * or a domain without any mail server address, XADD lc:stream:bounces {rcpt, from "", post, sub, reply} per
  * recipient and HINCRBY lc:postdom:ID DOMAIN:bounced; the last transaction holds HSET lc:post:ID recipients N
  * state sending (done when nothing was queued), HINCRBY bounced/deferred and the XACK, so the state change and
- * the acknowledgement are one atomic step. Each transaction runs under WATCH lc:post:ID after checking the
- * state, so two expanders that got the same entry do not both write it. While a post is being expanded the
+ * the acknowledgement are one atomic step. Each transaction runs under WATCH of a fencing token
+ * (lc:postexp:ID, see begin()), so an expander that lost the entry to another writes nothing more; the post
+ * hash is not watched, since the sender updates it while later chunks are written. While a post is being expanded the
  * entry is XCLAIMed to ourselves (JUSTID) every TOUCH_MS, so another expander's XAUTOCLAIM leaves it alone.
  *
  * Notices (schema/SCHEMA.md "Notices": a post hash with kind=notice, from listd: confirmations, help replies,
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lc_addr.h"
 #include "lc_buf.h"
@@ -70,6 +72,8 @@ struct post {
     /* the writer */
     int in_multi;
     size_t queued, bytes;
+    char fkey[LC_KEY_MAX];          /* lc:postexp:ID: the fencing token's key */
+    char owner[128];                /* our fencing token, set on the first transaction */
 };
 
 /* fail classifies a failed command on the write connection. */
@@ -300,13 +304,38 @@ static int scan(struct post *p)
 
 /* ---- writing ---- */
 
-/* begin starts a transaction: WATCH the post, make sure nobody expanded it meanwhile, MULTI. */
+/* begin starts a transaction. The first one writes our fencing token to lc:postexp:ID (we own the stream
+ * entry now: it was delivered or claimed to us); every one WATCHes that key and checks it still holds our
+ * token, so an expander presumed dead (its entry claimed by another) writes nothing more. The post hash itself
+ * is not watched: the sender updates its counters while later batches are still being written. A post already
+ * `sending` or `done` was finished by someone else: acknowledge. */
 static int begin(struct post *p)
 {
-    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "WATCH %s", p->key);
+    redisReply *r;
+    if (!p->owner[0]) {
+        snprintf(p->owner, sizeof p->owner, "%s:%ld:%lld", p->e->node, (long)getpid(), (long long)exp_now_ms());
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "SET %s %s EX 86400", p->fkey, p->owner);
+        if (!r)
+            return fail(p, "SET fence");
+        freeReplyObject(r);
+    }
+    r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "WATCH %s", p->fkey);
     if (!r)
         return fail(p, "WATCH");
     freeReplyObject(r);
+    r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "GET %s", p->fkey);
+    if (!r)
+        return fail(p, "GET fence");
+    int ours = r->type == REDIS_REPLY_STRING && !strcmp(r->str, p->owner);
+    freeReplyObject(r);
+    if (!ours) {
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "UNWATCH");
+        if (r)
+            freeReplyObject(r);
+        snprintf(p->err, sizeof p->err, "another expander took the post over");
+        lc_warn("post=%s %s: stopping", p->ids, p->err);
+        return PR_DATA;
+    }
     r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HGET %s state", p->key);
     if (!r)
         return fail(p, "HGET state");
@@ -378,16 +407,15 @@ static int add(struct post *p, int argc, const char **argv, const size_t *lens)
     return PR_OK;
 }
 
-/* flush commits the current transaction when it is full (or when force is set). When the WATCH fired (the
- * post hash changed under us: another expander) the entry is left pending; XAUTOCLAIM brings it back and
- * load() then finds the post expanded. */
+/* flush commits the current transaction when it is full (or when force is set). When the WATCH fired (our
+ * fencing token changed: another expander took the post over) we stop and leave the entry to it. */
 static int flush(struct post *p, int force)
 {
     if (!p->in_multi || (!force && p->queued < CHUNK_CMDS && p->bytes < CHUNK_BYTES))
         return PR_OK;
     int rc = commit(p);
     if (rc == PR_WATCH) {
-        snprintf(p->err, sizeof p->err, "lc:post:%s changed during the transaction", p->ids);
+        snprintf(p->err, sizeof p->err, "another expander took post %s over during the transaction", p->ids);
         rc = PR_DATA;
         lc_warn("post=%s: %s, left pending", p->ids, p->err);
     }
@@ -581,6 +609,10 @@ static int write_final(struct post *p, const struct totals *t)
         l4[i] = strlen(xack[i]);
     if ((rc = add(p, 4, xack, l4)) != PR_OK)
         return rc;
+    const char *del[2] = {"DEL", p->fkey};
+    size_t l2[2] = {3, strlen(p->fkey)};
+    if ((rc = add(p, 2, del, l2)) != PR_OK)
+        return rc;
     return flush(p, 1);
 }
 
@@ -651,6 +683,7 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
     snprintf(p->ids, sizeof p->ids, "%" PRIu64, p->id);
     lc_key_post(p->key, sizeof p->key, p->id);
     lc_key_postdom(p->domkey, sizeof p->domkey, p->id);
+    lc_key_postexp(p->fkey, sizeof p->fkey, p->id);
     exp_rcpts_reset(e->rcpts);
     struct totals t = {0};
     rc = load(p);

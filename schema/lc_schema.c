@@ -98,3 +98,8 @@ int lc_key_importerr(char *out, size_t outlen, uint64_t id)
 {
     return fit(snprintf(out, outlen, "lc:importerr:%" PRIu64, id), outlen);
 }
+
+int lc_key_postexp(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:postexp:%" PRIu64, post), outlen);
+}

@@ -42,13 +42,15 @@
 #define LC_PS_SENDING "sending"   /* expanded: batches in the deliveries stream */
 #define LC_PS_DONE "done"         /* every recipient has a final outcome */
 
-/* LC_LUA_POST_DONE: EVAL with KEYS[1] = lc:post:ID. Sets state=done once delivered+bounced reaches recipients;
- * returns 1 when it did. Run by whoever may finish a post last (the sender after a batch, the expander after
- * writing the recipient count), inside their MULTI/EXEC, so no interleaving leaves a finished post `sending`. */
+/* LC_LUA_POST_DONE: EVAL with KEYS[1] = lc:post:ID. Sets state=done once the post is `sending` (the expander
+ * wrote every batch and the recipient count) and delivered+bounced reaches recipients; returns 1 when it did.
+ * Run by whoever may finish a post last (the sender after a batch, the expander after writing the recipient
+ * count), inside their MULTI/EXEC, so no interleaving leaves a finished post `sending`, and a post still being
+ * expanded (state queued, recipients not yet known) is never taken for finished. */
 #define LC_LUA_POST_DONE                                                                                     \
     "local r = redis.call('HMGET', KEYS[1], 'recipients', 'delivered', 'bounced', 'state') "                 \
     "local n = tonumber(r[1]) "                                                                              \
-    "if n and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n and r[4] ~= 'done' then "                   \
+    "if n and r[4] == 'sending' and (tonumber(r[2]) or 0) + (tonumber(r[3]) or 0) >= n then "                \
     "redis.call('HSET', KEYS[1], 'state', 'done') return 1 end return 0"
 
 /* LC_LUA_POST_DSN: EVAL with KEYS[1] = lc:post:ID, KEYS[2] = lc:postbnc:ID, ARGV[1] = subscriber id. A bounce
@@ -62,6 +64,70 @@
     "redis.call('HINCRBY', KEYS[1], 'delivered', -1) end "                                                   \
     "redis.call('HINCRBY', KEYS[1], 'bounced', 1) return 1"
 
+/* LC_LUA_BOUNCE_FAIL: one failure of a subscriber, applied atomically with the acknowledgement of its bounce
+ * stream entry (bounce/bnc_act.c; no WATCH: the script reads the score it adds to). KEYS[1] = lc:sub:LIST:ADDR,
+ * [2] = lc:active:LIST, [3] = lc:post:ID, [4] = lc:postbnc:ID, [5] = lc:list:LIST, [6..8] = lc:bncstat:{reason,
+ * domain,post}:LIST, [9] = lc:stream:bounces. ARGV[1] = entry id, [2] = group, [3] = subscriber id, [4] = address,
+ * [5] = reason, [6] = hard (0/1), [7] = the reason when it says the address is dead (disables at once) else "",
+ * [8] = enhanced status or "-", [9] = now (unix s), [10] = 1 to move the recipient from delivered to bounced in
+ * the post (a DSN; same rule as LC_LUA_POST_DSN), [11] = post id to count in bncstat:post ("" = none),
+ * [12] = the address's domain. The list's bounce_hard/soft/threshold/stale_days (defaults 1, 0.5, 5, 7 days)
+ * decide the score (reset to 0 when the last bounce is stale) and whether to disable (status disabled,
+ * probe=pending, HDEL lc:active). Without a subscriber hash (no status) only the entry is acknowledged.
+ * Returns {0} (no subscriber) or {1, new score as written, 1 if it disabled an active subscriber, 1 if stale}. */
+#define LC_LUA_BOUNCE_FAIL                                                                                   \
+    "local function num(v, def, lo, hi) "                                                                    \
+    "if not v or v == '' or string.find(v, '%s$') then return def end "                                     \
+    "local x = tonumber(v) if not x or x ~= x or x < lo or x > hi then return def end return x end "         \
+    "local s = redis.call('HMGET', KEYS[1], 'status', 'bounce_score', 'last_bounce_at') "                    \
+    "if s[1] then "                                                                                          \
+    "local p = redis.call('HMGET', KEYS[5], 'bounce_hard', 'bounce_soft', 'bounce_threshold', "              \
+    "'bounce_stale_days') "                                                                                  \
+    "local ph, ps, pt = num(p[1], 1, 0, 1000), num(p[2], 0.5, 0, 1000), num(p[3], 5, 0.001, 1e6) "           \
+    "local stale_s = math.floor(num(p[4], 7, 0, 36500) * 86400) "                                            \
+    "local score, last, now = tonumber(s[2] or '') or 0, tonumber(s[3] or '') or 0, tonumber(ARGV[9]) "      \
+    "local stale = 0 "                                                                                       \
+    "if score > 0 and last > 0 and stale_s > 0 and now - last > stale_s then stale = 1 end "                 \
+    "if stale == 1 or score ~= score or score < 0 then score = 0 end "                                       \
+    "if ARGV[6] == '1' then score = score + ph else score = score + ps end "                                 \
+    "local str = string.format('%.6f', score) str = string.gsub(str, '0+$', '') "                            \
+    "str = string.gsub(str, '%.$', '') "                                                                     \
+    "local active = s[1] == '" LC_ST_ACTIVE "' "                                                             \
+    "local dis = (active or s[1] == '" LC_ST_DISABLED "') and (score >= pt or ARGV[7] ~= '') "               \
+    "local why = 'threshold' if ARGV[7] ~= '' then why = ARGV[7] end "                                       \
+    "redis.call('HSET', KEYS[1], 'bounce_score', str) "                                                      \
+    "redis.call('HINCRBY', KEYS[1], 'bounces', 1) "                                                          \
+    "redis.call('HSET', KEYS[1], 'last_bounce_reason', ARGV[5], 'last_bounce_at', ARGV[9], "                 \
+    "'last_bounce_status', ARGV[8]) "                                                                        \
+    "if ARGV[10] == '1' and redis.call('EXISTS', KEYS[3]) == 1 and redis.call('SADD', KEYS[4], ARGV[3]) == 1 " \
+    "then if (tonumber(redis.call('HGET', KEYS[3], 'delivered')) or 0) > 0 then "                            \
+    "redis.call('HINCRBY', KEYS[3], 'delivered', -1) end redis.call('HINCRBY', KEYS[3], 'bounced', 1) end "  \
+    "local d = 0 "                                                                                           \
+    "if dis and active then redis.call('HSET', KEYS[1], 'status', '" LC_ST_DISABLED "', 'disabled_at', "     \
+    "ARGV[9], 'disabled_reason', why, 'probe', 'pending') d = 1 end "                                        \
+    "if dis then redis.call('HDEL', KEYS[2], ARGV[4]) end "                                                  \
+    "redis.call('HINCRBY', KEYS[6], ARGV[5], 1) redis.call('HINCRBY', KEYS[7], ARGV[12], 1) "                \
+    "if ARGV[11] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[11], 1) end "                                \
+    "redis.call('HINCRBY', KEYS[5], 'bounces', 1) "                                                          \
+    "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) "                    \
+    "return {1, str, d, stale} end "                                                                         \
+    "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) return {0}"
+
+/* LC_LUA_BOUNCE_COMPLAINT: an ARF complaint, applied atomically with the acknowledgement of its bounce stream
+ * entry. KEYS[1] = lc:suppress, [2] = lc:active:LIST, [3] = lc:sub:LIST:ADDR, [4] = lc:list:LIST,
+ * [5] = lc:post:ID, [6..8] = lc:bncstat:{reason,domain,post}:LIST, [9] = lc:stream:bounces. ARGV[1] = entry id,
+ * [2] = group, [3] = address, [4] = now (unix s), [5] = the address's domain, [6] = post id to count in
+ * bncstat:post ("" = none). Unsubscribes and suppresses the address, counts the complaint in the list, the post
+ * (when it exists) and the report hashes (reason `feedback`). Returns 1. */
+#define LC_LUA_BOUNCE_COMPLAINT                                                                              \
+    "redis.call('SADD', KEYS[1], ARGV[3]) redis.call('HDEL', KEYS[2], ARGV[3]) "                             \
+    "redis.call('HSET', KEYS[3], 'status', '" LC_ST_UNSUBSCRIBED "', 'complained_at', ARGV[4]) "              \
+    "redis.call('HINCRBY', KEYS[4], 'complaints', 1) "                                                       \
+    "if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'complaints', 1) end "        \
+    "redis.call('HINCRBY', KEYS[6], 'feedback', 1) redis.call('HINCRBY', KEYS[7], ARGV[5], 1) "              \
+    "if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[6], 1) end "                                  \
+    "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) return 1"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */
@@ -72,6 +138,7 @@ int lc_key_msg(char *out, size_t outlen, uint64_t post);                      /*
 int lc_key_posts(char *out, size_t outlen, const char *list);                /* lc:posts:LIST (ZSET) */
 int lc_key_postdom(char *out, size_t outlen, uint64_t post);                  /* lc:postdom:ID (HASH) */
 int lc_key_postbnc(char *out, size_t outlen, uint64_t post);                  /* lc:postbnc:ID (SET) */
+int lc_key_postexp(char *out, size_t outlen, uint64_t post);                  /* lc:postexp:ID (STRING) */
 /* bounce: per-list bounce report counters, KIND is "reason", "domain" or "post" (HASH name -> count). */
 int lc_key_bncstat(char *out, size_t outlen, const char *kind, const char *list); /* lc:bncstat:KIND:LIST */
 /* listd: held posts and rate limits of email commands (SCHEMA.md "Moderation and email commands"). */
