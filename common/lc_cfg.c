@@ -76,6 +76,8 @@ static const struct cfg_key keys[] = {
     /* webui: HTTPS */
     {"http.tls_cert", T_STR, "", 0, 0, "PEM certificate chain for the admin web UI; empty: plain HTTP", NULL},
     {"http.tls_key", T_STR, "", 0, 0, "PEM private key for http.tls_cert", NULL},
+    {"sender.claim_idle", T_INT, "60", 2, 3600,
+     "seconds a claimed batch may go untouched before another sender takes it over (crashed peer)", NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

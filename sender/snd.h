@@ -40,8 +40,8 @@ struct redisReply;
 
 #define SND_READ_COUNT 16          /* entries per XREADGROUP */
 #define SND_READ_BLOCK_MS 1000     /* XREADGROUP BLOCK */
-#define SND_CLAIM_EVERY_MS 30000   /* XAUTOCLAIM and heartbeat period */
-#define SND_CLAIM_IDLE_MS 60000    /* entries idle longer than this belong to a dead consumer */
+/* sender.claim_idle (claim_ms): entries idle longer belong to a dead consumer; the XAUTOCLAIM and heartbeat
+ * period is half of it, so live work is touched twice within any idle window. */
 #define SND_TICK_MS 1000           /* housekeeping tick */
 #define SND_COMMIT_RETRY_MS 5000   /* a failed commit is tried again after this */
 #define SND_REDIS_BACKOFF_MIN 250  /* reconnect backoff, doubling up to the max */
@@ -77,6 +77,7 @@ struct snd {
     const char *public_url; /* http.public_url, without a trailing '/' */
     int tls;               /* enum snd_tls_policy: sender.tls */
     int reply_ms;          /* sender.reply_timeout */
+    int claim_ms;          /* sender.claim_idle */
     int mx_backoff_ms;     /* sender.mx_backoff */
     int retry_min, retry_max, max_lifetime; /* seconds */
     int batch_size;

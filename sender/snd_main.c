@@ -66,6 +66,7 @@ int main(int argc, char **argv)
     snd.fallback = lc_cfg_str(cfg, "sender.fallback_relay");
     snd.tls = snd_tls_policy_parse(lc_cfg_str(cfg, "sender.tls"), strlen(lc_cfg_str(cfg, "sender.tls")));
     snd.reply_ms = (int)lc_cfg_int(cfg, "sender.reply_timeout") * 1000;
+    snd.claim_ms = (int)lc_cfg_int(cfg, "sender.claim_idle") * 1000;
     snd.mx_backoff_ms = (int)lc_cfg_int(cfg, "sender.mx_backoff") * 1000;
     snd.retry_min = (int)lc_cfg_int(cfg, "sender.retry_min");
     snd.retry_max = (int)lc_cfg_int(cfg, "sender.retry_max");

@@ -7,8 +7,8 @@
  * in memory); with no free slot it stops reading until a batch is committed. An entry already in memory (a
  * re-read after a reconnect) is skipped.
  * Write connection: post loads (GET lc:msg:ID, HGET lc:post:ID list), batch commits, and every
- * SND_CLAIM_EVERY_MS a heartbeat (XCLAIM ... 0 ID... JUSTID on the batches in memory, so that live work never
- * looks idle to a peer) then XAUTOCLAIM of entries idle over SND_CLAIM_IDLE_MS (crashed peers).
+ * claim_ms/2 (sender.claim_idle) a heartbeat (XCLAIM ... 0 ID... JUSTID on the batches in memory, so that live work never
+ * looks idle to a peer) then XAUTOCLAIM of entries idle over claim_ms (crashed peers).
  * Commit, one MULTI/EXEC per batch: HINCRBY lc:post:ID delivered/deferred/bounced, HINCRBY lc:postdom:ID
  * DOMAIN:outcome, XADD lc:stream:bounces * rcpt VERP from "" post ID sub SUBID reply TEXT for each bounce,
  * ZADD lc:retry of the deferred recipients (snd_retry.c), XACK, and a small Lua script that sets state=done
@@ -607,7 +607,7 @@ static void on_claim(redisAsyncContext *ac, void *r, void *pd)
     int n = add_entries(q, reply->element[1], NULL, 0);
     if (n)
         lc_info("claimed %d entries idle over %d s from other consumers (%d new batches)", n,
-                SND_CLAIM_IDLE_MS / 1000, q->snd->nbatches - before);
+                q->snd->claim_ms / 1000, q->snd->nbatches - before);
     snprintf(q->claim_cursor, sizeof q->claim_cursor, "%s", reply->element[0]->str);
     if (strcmp(q->claim_cursor, "0-0") != 0)
         claim(q); /* the scan goes on while there is room */
@@ -621,7 +621,7 @@ static void claim(struct snd_queue *q)
         return;
     char count[16], idle[16];
     snprintf(count, sizeof count, "%d", room < SND_READ_COUNT ? room : SND_READ_COUNT);
-    snprintf(idle, sizeof idle, "%d", SND_CLAIM_IDLE_MS);
+    snprintf(idle, sizeof idle, "%d", q->snd->claim_ms);
     if (!q->claim_cursor[0])
         snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
     q->claiming = cmd(q->wr, on_claim, q, 8, "XAUTOCLAIM", LC_S_DELIVERIES, LC_G_DELIVERIES, snd->node, idle,
@@ -694,7 +694,7 @@ static void tick(struct lc_loop *loop, void *arg)
     if (q->wr_up) {
         resume_writes(q);
         if (now >= q->next_claim) {
-            q->next_claim = now + SND_CLAIM_EVERY_MS;
+            q->next_claim = now + q->snd->claim_ms / 2;
             heartbeat(q);
             claim(q);
         }
@@ -706,7 +706,7 @@ static void tick(struct lc_loop *loop, void *arg)
             tlspol_load(q);
     }
     if (now >= q->next_gc) {
-        q->next_gc = now + SND_CLAIM_EVERY_MS;
+        q->next_gc = now + q->snd->claim_ms / 2;
         snd_dest_gc(snd);
         lc_debug("batches=%d connections=%d destinations=%d", snd->nbatches, snd->nconns, snd->ndests);
     }
