@@ -49,6 +49,8 @@ static const char page_listcast[] =
     "  sub show LIST ADDR           show one subscriber (status, bounce score)\n"
     "  post ls LIST [--limit N]     show the latest posts of a list with their delivery counters\n"
     "  post show ID                 show one post, its progress and per-domain counters\n"
+    "  bounce parse FILE|-          classify a bounce message: recipient, status, reply code, reason, hard\n"
+    "  bounce ls LIST               a list's bounces by reason, by domain and by post\n"
     "  config                       print the effective configuration\n"
     "  help [COMMAND]               print a manual page\n"
     "\n"
@@ -151,7 +153,7 @@ int lc_refused(struct lc_ctx *ctx, const char *fmt, ...)
 /* ---- manual pages ------------------------------------------------------------------------------------------ */
 
 static const struct lc_page *page_tables[] = {pages_main, lc_pages_up, lc_pages_list, lc_pages_sub,
-                                              lc_pages_post};
+                                              lc_pages_post, lc_pages_bounce};
 
 static const char *find_page(const char *name)
 {
@@ -517,7 +519,7 @@ static int wants_help(int argc, char **argv)
     return 0;
 }
 
-static const char *const commands[] = {"up", "list", "sub", "post", "config", "help", NULL};
+static const char *const commands[] = {"up", "list", "sub", "post", "bounce", "config", "help", NULL};
 
 int main(int argc, char **argv)
 {
@@ -580,6 +582,8 @@ int main(int argc, char **argv)
         status = lc_cmd_sub(&ctx, cargc, cargv);
     else if (!strcmp(w1, "post"))
         status = lc_cmd_post(&ctx, cargc, cargv);
+    else if (!strcmp(w1, "bounce"))
+        status = lc_cmd_bounce(&ctx, cargc, cargv);
     else
         status = cmd_config(&ctx, cargc, cargv);
 out:
