@@ -110,6 +110,8 @@ int lc_cmd_list(struct lc_ctx *ctx, int argc, char **argv);   /* lc_list.c */
 int lc_cmd_sub(struct lc_ctx *ctx, int argc, char **argv);    /* lc_sub.c */
 int lc_cmd_post(struct lc_ctx *ctx, int argc, char **argv);   /* lc_post.c */
 int lc_cmd_bounce(struct lc_ctx *ctx, int argc, char **argv); /* lc_bounce.c */
+int lc_cmd_admin(struct lc_ctx *ctx, int argc, char **argv);  /* lc_admin.c */
+int lc_cmd_dkim(struct lc_ctx *ctx, int argc, char **argv);   /* lc_dkim.c */
 
 /* Manual pages of each command (in the command's file); NULL-terminated {name, text} tables. */
 struct lc_page {
@@ -118,6 +120,8 @@ struct lc_page {
 };
 extern const struct lc_page lc_pages_up[], lc_pages_list[], lc_pages_sub[], lc_pages_post[];
 extern const struct lc_page lc_pages_bounce[]; /* lc_bounce.c */
+extern const struct lc_page lc_pages_admin[];  /* lc_admin.c */
+extern const struct lc_page lc_pages_dkim[];   /* lc_dkim.c */
 
 /* Used by `listcast up --demo` (lc_up.c). */
 /* lc_list_ensure creates a list unless it exists; returns 1 created, 0 existed, -1 error (err). */

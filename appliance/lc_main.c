@@ -51,6 +51,11 @@ static const char page_listcast[] =
     "  post show ID                 show one post, its progress and per-domain counters\n"
     "  bounce parse FILE|-          classify a bounce message: recipient, status, reply code, reason, hard\n"
     "  bounce ls LIST               a list's bounces by reason, by domain and by post\n"
+    "  admin add|passwd USER        create an admin web UI account / change its password (not echoed)\n"
+    "  admin token USER             make an API token (Authorization: Bearer) for the JSON API\n"
+    "  dkim keygen DOMAIN --selector S [--algorithm rsa|ed25519]\n"
+    "                               make a DKIM key and print its DNS TXT record\n"
+    "  dkim ls [DOMAIN]             show the DKIM keys and their DNS records\n"
     "  config                       print the effective configuration\n"
     "  help [COMMAND]               print a manual page\n"
     "\n"
@@ -153,7 +158,7 @@ int lc_refused(struct lc_ctx *ctx, const char *fmt, ...)
 /* ---- manual pages ------------------------------------------------------------------------------------------ */
 
 static const struct lc_page *page_tables[] = {pages_main, lc_pages_up, lc_pages_list, lc_pages_sub,
-                                              lc_pages_post, lc_pages_bounce};
+                                              lc_pages_post, lc_pages_bounce, lc_pages_admin, lc_pages_dkim};
 
 static const char *find_page(const char *name)
 {
@@ -519,7 +524,7 @@ static int wants_help(int argc, char **argv)
     return 0;
 }
 
-static const char *const commands[] = {"up", "list", "sub", "post", "bounce", "config", "help", NULL};
+static const char *const commands[] = {"up", "list", "sub", "post", "bounce", "admin", "dkim", "config", "help", NULL};
 
 int main(int argc, char **argv)
 {
@@ -584,6 +589,10 @@ int main(int argc, char **argv)
         status = lc_cmd_post(&ctx, cargc, cargv);
     else if (!strcmp(w1, "bounce"))
         status = lc_cmd_bounce(&ctx, cargc, cargv);
+    else if (!strcmp(w1, "admin"))
+        status = lc_cmd_admin(&ctx, cargc, cargv);
+    else if (!strcmp(w1, "dkim"))
+        status = lc_cmd_dkim(&ctx, cargc, cargv);
     else
         status = cmd_config(&ctx, cargc, cargv);
 out:
