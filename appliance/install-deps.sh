@@ -21,6 +21,7 @@ PKGS=(
   wrk                                     # bench/webui.sh: HTTP load generator
   gnutls-bin                              # tests: certtool makes listd's STARTTLS test certificates
   openssl                                 # tests: the sender tests make MX certificates with it
+  python3-dkim                            # tests: dkimpy, the independent DKIM verifier of tests/dkim_test.py
 )
 # npm for the browser tests' playwright-core (tests/browser); some nodejs packages carry npm themselves.
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)

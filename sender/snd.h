@@ -15,6 +15,8 @@
  *   snd_tls.c    STARTTLS client sessions (GnuTLS, no certificate verification: RFC 7435 opportunistic) and the
  *                per-domain TLS policy cache (lc:tlspolicy).
  *   snd_retry.c  the retry schedule: backoff with jitter, expiry, the lc:retry members and the due-retry poller.
+ *   snd_dkim.c   DKIM: the key directory STATE.DIR/dkim/DOMAIN/ (rescanned when it changes), the per-post signing
+ *                state and each copy's DKIM-Signature and List-Unsubscribe lines.
  * Ownership: struct snd owns the batch list, the post cache and the destination table; a batch owns its
  * recipients and holds a reference on its post; a destination owns its connections; a connection holds
  * references on the posts whose bodies are in its output queue and borrows the recipients it is working on
@@ -57,6 +59,8 @@ struct redisReply;
 #define SND_RETRY_POLL_MS 1000     /* due-retry poller period */
 #define SND_RETRY_MOVE 1000        /* recipients moved back to work per poll */
 #define SND_TLSPOL_MS 30000        /* lc:tlspolicy reload period */
+#define SND_HDR_LINES_MAX 2048     /* per-recipient List-Unsubscribe lines */
+#define SND_COPY_HDR_MAX 16384     /* a copy's own header lines: DKIM-Signature fields and List-Unsubscribe */
 
 /* ---- the daemon ---- */
 
@@ -82,6 +86,7 @@ struct snd {
     int retry_min, retry_max, max_lifetime; /* seconds */
     int batch_size;
     struct snd_tls_ctx *tlsctx; /* GnuTLS credentials and the policy table */
+    struct snd_dkim *dkim;      /* DKIM keys (snd_dkim.c) */
     int mx_port;
     int concurrency;       /* global connection limit */
     int per_mx;            /* connections to one destination */
@@ -136,6 +141,11 @@ struct snd_post {
     char local[LC_ADDR_MAX + 1]; /* list local part (List-Unsubscribe: LOCAL-unsubscribe@DOMAIN) */
     int notice;          /* kind = notice: no List-Unsubscribe header */
     int64_t created;     /* unix s, 0 if unknown: the start of max_lifetime */
+    struct snd_dkim_set *dkim_set; /* the keys it is signed with (referenced), NULL: unsigned */
+    struct lc_dkim_msg *dkim_msg;  /* body hash and common header hash state */
+    char *dkim_sig;      /* notices: the DKIM-Signature fields, made once */
+    size_t dkim_siglen;
+    char *dkim_err;      /* the post cannot be signed: its copies are deferred with this reply */
     struct snd_batch *waiters; /* batches waiting for the load (linked by wnext) */
     struct snd_post *next, *prev;
 };
@@ -155,6 +165,24 @@ int snd_post_unsub(const struct snd_post *p, const struct lc_secret *secret, con
                    char *out, size_t outlen);
 /* snd_post_free_all frees the cache at exit (references are ignored). */
 void snd_post_free_all(struct snd *snd);
+
+/* ---- snd_dkim.c: DKIM signing ---- */
+
+struct snd_dkim;
+struct snd_dkim_set;
+struct lc_dkim_msg;
+/* snd_dkim_new reads the keys under STATE.DIR/dkim (logging each domain's keys or why they are unusable). */
+struct snd_dkim *snd_dkim_new(const char *state_dir);
+void snd_dkim_free(struct snd_dkim *dk);
+/* snd_dkim_post prepares a loaded post for signing with the current keys of its domain; sets p->dkim_err if
+ * the domain has keys but the post cannot be signed. */
+void snd_dkim_post(struct snd *snd, struct snd_post *p);
+/* snd_dkim_post_free drops a post's signing state. */
+void snd_dkim_post_free(struct snd_post *p);
+/* snd_dkim_copy writes a copy's own header lines into out: its DKIM-Signature fields (if the post is signed),
+ * then, when unsub, the List-Unsubscribe lines of subscriber sub. Returns the length, or -1 + err. */
+int snd_dkim_copy(struct snd *snd, const struct snd_post *p, int unsub, uint64_t sub, char *out, size_t outlen,
+                  char *err, size_t errlen);
 
 /* ---- snd_batch.c: batches and recipients ---- */
 

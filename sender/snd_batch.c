@@ -322,7 +322,10 @@ void snd_batch_start(struct snd_batch *b)
     }
     for (int i = 0; i < b->nrcpts; i++) {
         struct snd_rcpt *r = &b->rcpts[i];
-        if (r->reply) {
+        if (b->p->dkim_err && !r->reply) { /* never sent unsigned when the domain has keys (snd_dkim.c) */
+            r->hop = -1;
+            snd_rcpt_outcome(r, SND_O_DEFERRED, b->p->dkim_err);
+        } else if (r->reply) {
             char *why = r->reply;
             r->reply = NULL;
             r->hop = -1; /* no host: a local verdict */
@@ -412,7 +415,7 @@ void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
         lc_panic("post=%llu rcpt=<%s>: second outcome %s after %s", (unsigned long long)b->post, r->addr,
                  snd_outcome_name(o), snd_outcome_name(r->outcome));
     char host[400], q[600], exp[200];
-    if (o == SND_O_DEFERRED && r->attempt == 0 && b->fb >= 0 && r->hop < b->fb) {
+    if (o == SND_O_DEFERRED && r->attempt == 0 && b->fb >= 0 && r->hop >= 0 && r->hop < b->fb) {
         snd_rcpt_host(r, host, sizeof host);
         snd_reply_quote(reply, q, sizeof q);
         lc_info("post=%llu rcpt=<%s> deferred host=%s reply=\"%s\": trying the fallback relay %s",

@@ -12,7 +12,8 @@
  * itself, all in one write, and the next transaction may follow at once (up to SND_CONN_TXN in flight).
  * A transaction's per-recipient bytes are the envelope and, for list posts, the List-Unsubscribe header lines
  * (snd_post_unsub), written into the command buffer; the message body is a segment pointing at the post's shared
- * buffer (writev), never copied. A notice batch's `from` replaces the VERP envelope sender.
+ * buffer (writev), never copied. A notice batch's `from` replaces the VERP envelope sender. When the list's
+ * domain has DKIM keys, the copy's DKIM-Signature fields go first in the same buffer (snd_dkim.c).
  * STARTTLS (GnuTLS, snd_tls.c): when the server offers it and the policy of the next recipient (per domain, else
  * sender.tls) is not `none`, the client sends STARTTLS after EHLO, handshakes, logs the TLS version and cipher,
  * and says EHLO again. A refused STARTTLS or a failed handshake is a failed connection setup (next MX, host
@@ -57,7 +58,7 @@
 #define SND_CONN_TXN 4
 #define SND_CONN_SEGS 16
 #define SND_CMD_MAX 16384
-#define SND_HDR_MAX 2048
+#define SND_HDR_MAX SND_COPY_HDR_MAX
 
 enum cstate { C_CONNECTING, C_BANNER, C_EHLO, C_HELO, C_STARTTLS, C_TLSHAKE, C_READY, C_QUIT, C_DEAD };
 
@@ -88,7 +89,7 @@ enum nx { NX_MAIL, NX_RCPT, NX_DATA, NX_WAIT354, NX_DOT, NX_END };
 struct txn {
     int used;
     struct snd_rcpt *r;
-    int hdrlen;   /* per-recipient header lines (List-Unsubscribe) */
+    int hdrlen;   /* the copy's own header lines (DKIM-Signature, List-Unsubscribe) */
     char hdr[SND_HDR_MAX];
     enum nx next;
     int pending;  /* expected replies not yet received */
@@ -395,7 +396,9 @@ static int use_bdat(const struct snd_conn *c)
     return c->chunking && c->pipelining;
 }
 
-/* txn_new takes a free transaction slot for r and builds its header lines; NULL if none is free. */
+/* txn_new takes a free transaction slot for r and builds its header lines (snd_dkim_copy). If they cannot be
+ * made (a signing failure), r is deferred and NULL returned: a copy is never sent unsigned when it should be
+ * signed. */
 static struct txn *txn_new(struct snd_conn *c, struct snd_rcpt *r)
 {
     struct txn *t = NULL;
@@ -409,11 +412,15 @@ static struct txn *txn_new(struct snd_conn *c, struct snd_rcpt *r)
     t->next = NX_MAIL;
     t->pending = t->mail_ok = t->settled = 0;
     const struct snd_batch *b = r->batch;
-    t->hdrlen = b->from ? 0 : snd_post_unsub(b->p, c->snd->secret, c->snd->public_url, r->sub, t->hdr, sizeof t->hdr);
+    char err[600], reply[700];
+    t->hdrlen = snd_dkim_copy(c->snd, b->p, b->from == NULL, r->sub, t->hdr, sizeof t->hdr, err, sizeof err);
     if (t->hdrlen < 0) {
-        lc_warn("post=%llu rcpt=<%s>: List-Unsubscribe header too long: left out", (unsigned long long)b->post,
-                r->addr);
-        t->hdrlen = 0;
+        t->used = 0;
+        lc_warn("post=%llu rcpt=<%s>: cannot make the copy's header lines: %s", (unsigned long long)b->post, r->addr,
+                err);
+        snprintf(reply, sizeof reply, "451 4.7.0 %s", err);
+        snd_rcpt_outcome(r, SND_O_DEFERRED, reply);
+        return NULL;
     }
     return t;
 }
@@ -476,7 +483,9 @@ static void pump(struct snd_conn *c)
                              "450 4.7.10 TLS policy encrypt: the server does not offer STARTTLS; not sent in clear");
             continue;
         }
-        c->txn[c->ntxn++] = txn_new(c, r);
+        struct txn *nt = txn_new(c, r);
+        if (nt)
+            c->txn[c->ntxn++] = nt;
     }
     c->pumping = 0;
     if (c->dead)

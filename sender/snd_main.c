@@ -84,6 +84,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", SND_PROG, err);
         return 1;
     }
+    snd.dkim = snd_dkim_new(lc_cfg_str(cfg, "state.dir"));
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     snd.loop = lc_loop_new();
     lc_loop_signals(snd.loop);
@@ -104,6 +105,7 @@ int main(int argc, char **argv)
         snd_batch_free(snd.batches);
     snd_post_free_all(&snd);
     snd_tls_ctx_free(snd.tlsctx);
+    snd_dkim_free(snd.dkim);
     lc_loop_free(snd.loop);
     lc_secret_free(secret);
     lc_cfg_free(cfg);

@@ -57,6 +57,7 @@ static void post_free(struct snd_post *p)
         snd->posts = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    snd_dkim_post_free(p);
     free(p->body);
     free(p->raw);
     free(p);

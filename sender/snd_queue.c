@@ -362,6 +362,7 @@ static void on_list(redisAsyncContext *ac, void *r, void *pd)
             p->state = SND_P_READY;
             lc_info("post=%llu loaded size=%zu domain=%s%s", (unsigned long long)p->id, p->msglen, p->domain,
                     p->notice ? " kind=notice" : "");
+            snd_dkim_post(p->snd, p);
         } else {
             p->state = SND_P_MISSING;
         }
