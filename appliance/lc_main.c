@@ -124,6 +124,7 @@ static const struct lc_page pages_main[] = {
 
 /* ---- messages ---------------------------------------------------------------------------------------------- */
 
+static void vmsg(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static void vmsg(const char *fmt, va_list ap)
 {
     char line[1024];
