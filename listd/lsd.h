@@ -13,6 +13,7 @@
  *   lsd_cmds.c     email commands: subscribe, unsubscribe, confirm, help, request, owner.
  *   lsd_notice.c   notices (one-off mail from the appliance, SCHEMA.md "Notices"): text and storage.
  *   lsd_tls.c      STARTTLS with GnuTLS: credentials loaded at start, one non-blocking TLS stream a session.
+ *   lsd_dns.c      DMARC policy lookups (TXT _dmarc.DOMAIN) with c-ares on the event loop, cached by TTL.
  * Limits (RFC 5321 4.5.3.1 and the brief): command lines 512 octets with CRLF, text lines 1000; from the
  * configuration: smtp.max_recipients, smtp.max_errors, smtp.idle_timeout, smtp.max_sessions,
  * smtp.max_sessions_per_ip, smtp.max_message_size.
@@ -129,6 +130,7 @@ struct lsd_server {
     struct lsd_tls *tls;         /* STARTTLS credentials, or NULL (tls.cert empty) */
     char public_url[512];        /* http.public_url (links in notices); set by main */
     long long confirm_lifetime;  /* confirm.lifetime, seconds; set by main */
+    struct lsd_dns *dns;         /* DMARC lookups (dns.servers) */
 };
 
 
@@ -186,6 +188,7 @@ struct lsd_result {
     enum lsd_rcpt_kind kind;       /* RCPT accepted as: post (list) or bounce (VERP) */
     char list[LC_ADDR_MAX + 1];    /* post: the list address */
     uint64_t post, sub;            /* bounce: decoded ids; storage of a post: the new post id */
+    long long list_max;            /* RCPT of a post: the list's max_message_size (0: none of its own) */
 };
 
 struct lsd_job;
@@ -244,6 +247,9 @@ void lsd_addr_parse(const char *rcpt, struct lsd_addr *a);
 /* lsd_addr_in reports whether normalised address a is one of the addresses in the space or comma separated
  * list (each normalised before comparing). */
 int lsd_addr_in(const char *a, const char *list);
+/* lsd_size_setting reads a list's max_message_size field: bytes, or 0 (no limit of its own) when empty, 0,
+ * not a decimal number or over 18 digits. */
+long long lsd_size_setting(const char *v);
 /* lsd_addr_make writes the address of kind for list (token for CONFIRM/APPROVE/REJECT) to out. */
 void lsd_addr_make(const char *list, enum lsd_addr_kind kind, const char *token, char *out, size_t outlen);
 
@@ -270,6 +276,13 @@ void lsd_job_end(struct lsd_job *j, int code, const char *fmt, ...) LC_PRINTF(3,
 /* lsd_job_start ends the caller's first step: LSD_DONE with *res (decided at once; the job is freed) or
  * LSD_PENDING with *jobp set. */
 int lsd_job_start(struct lsd_job *j, struct lsd_job **jobp, struct lsd_result *res);
+/* lsd_job_wait makes the current step wait for something other than Redis (a DNS answer): the step must then
+ * send no command and not end; when it returns the job waits, and lsd_job_resume must be called exactly once,
+ * later (not from inside the step). */
+void lsd_job_wait(struct lsd_job *j);
+/* lsd_job_resume runs step next of a waiting job (with a NULL reply), or frees the job if it was cancelled
+ * meanwhile (next is not called then). */
+void lsd_job_resume(struct lsd_job *j, lsd_step_fn *next);
 /* lsd_exec_ok checks an EXEC reply (an array without error elements); on failure writes why to err. */
 int lsd_exec_ok(const struct redisReply *r, char *err, size_t errlen);
 
@@ -298,14 +311,55 @@ void lsd_msg_scan(const char *msg, size_t len, const char *list, struct lsd_msgi
 /* lsd_list_id writes the RFC 2919 list id of list L@D: "L.D". */
 void lsd_list_id(const char *list, char *out, size_t outlen);
 
+/* What happens to the poster's From: (DMARC mitigation, decided by lsd_post.c from the list's
+ * dmarc_mitigation setting and the From: domain's DMARC policy). */
+enum lsd_from_mode {
+    LSD_FROM_KEEP = 0, /* From: as it is */
+    LSD_FROM_MUNGE,    /* From: "Name via L" <L@D>; Reply-To: the poster unless there is one; X-Original-From */
+    LSD_FROM_WRAP,     /* a new message from the list, the post inside as message/rfc822 */
+};
+
 struct lsd_rewrite {
     const char *list;    /* L@D */
     const char *prefix;  /* subject prefix, "" or NULL for none */
     const char *footer;  /* footer text, "" or NULL for none */
+    enum lsd_from_mode from_mode;
 };
 /* lsd_rewrite_post returns the stored form of a post (malloc'd, NUL-terminated, length in *outlen), or NULL
  * when it would be longer than max. */
 char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw, size_t max, size_t *outlen);
+
+/* ---- DMARC (RFC 7489): record parsing (lsd_rewrite.c, pure) and lookups (lsd_dns.c) ---- */
+
+/* A domain's DMARC policy as far as a list is concerned: NONE is p=none, no record, or no usable answer. */
+enum lsd_dmarc { LSD_DMARC_NONE = 0, LSD_DMARC_QUARANTINE, LSD_DMARC_REJECT };
+
+/* A parsed DMARC record: p and sp are enum lsd_dmarc values, or -1 when the tag is missing or invalid. */
+struct lsd_dmarc_rec {
+    int p, sp;
+};
+/* lsd_dmarc_parse parses one TXT record (len octets, no NUL needed): 0 when it is a DMARC record (first tag
+ * v=DMARC1), else -1. Pure. */
+int lsd_dmarc_parse(const char *txt, size_t len, struct lsd_dmarc_rec *rec);
+/* lsd_org_domain writes the organizational domain of domain (lower-cased): its last two labels (an
+ * approximation of RFC 7489 3.2 without the public suffix list); "" when domain has fewer than three labels. */
+void lsd_org_domain(const char *domain, char *out, size_t outlen);
+
+#define LSD_DMARC_WAIT_MS 2500   /* longest wait for one lookup (both names); then no policy */
+
+struct lsd_dns;
+/* The answer to a lookup: policy, and why (for the log: "p=reject at _dmarc.D", "no record", "timeout"...;
+ * valid during the call). */
+typedef void lsd_dmarc_fn(void *arg, enum lsd_dmarc policy, const char *why);
+/* lsd_dns_new makes the resolver (servers: dns.servers, "" = the system's). NULL with err on failure. */
+struct lsd_dns *lsd_dns_new(struct lc_loop *loop, const char *servers, char *err, size_t errlen);
+/* lsd_dns_free stops every lookup; callbacks of pending ones run with LSD_DMARC_NONE. NULL is a no-op. */
+void lsd_dns_free(struct lsd_dns *d);
+/* lsd_dmarc_lookup finds the DMARC policy that applies to mail From: domain (RFC 7489 6.6.3, with the
+ * organizational-domain fallback). LSD_DONE with *policy and why (whylen octets) when the cache knows or no
+ * lookup is possible; else LSD_PENDING and fn is called exactly once later (within LSD_DMARC_WAIT_MS). */
+int lsd_dmarc_lookup(struct lsd_dns *d, const char *domain, lsd_dmarc_fn *fn, void *arg, enum lsd_dmarc *policy,
+                     char *why, size_t whylen);
 
 /* ---- lsd_post.c, lsd_cmds.c: actions at the end of DATA (same return contract as lsd_store_post) ---- */
 

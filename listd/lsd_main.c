@@ -1,7 +1,7 @@
 /* lsd_main: main() of listcast-listd, the SMTP front door.
  *
  * Usage: listcast-listd [--config FILE] [--set key=value]... [-v]
- * Reads redis.url, secret.file, smtp.listen, smtp.hostname, smtp.max_message_size, smtp.max_sessions,
+ * Reads redis.url, secret.file, dns.servers (DMARC lookups), smtp.listen, smtp.hostname, smtp.max_message_size, smtp.max_sessions,
  * smtp.max_sessions_per_ip, smtp.max_recipients, smtp.max_errors, smtp.idle_timeout, tls.cert, tls.key,
  * log.verbose.
  * Exit: 0 after SIGTERM/SIGINT, 2 on a usage or configuration error, 1 on a fatal error (cannot listen,

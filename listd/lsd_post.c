@@ -1,14 +1,19 @@
 /* lsd_post: what happens to a post at the end of DATA, and moderation.
  *
  * A post (RCPT routed it to list L, lsd_route.c) is decided here with the list as it is now:
- *   1. one MULTI/EXEC read: HMGET lc:list:L policy owner moderators subject_prefix footer, HEXISTS lc:active:L
+ *   1. one MULTI/EXEC read: HMGET lc:list:L policy owner moderators subject_prefix footer dmarc_mitigation,
+ *      HEXISTS lc:active:L
  *      for the envelope sender and for the From: address;
  *   2. policy: open: stored; members: the envelope sender or the From: address must be an active subscriber,
  *      else 550 5.7.1 (refused in the dialogue: no backscatter); announce: the envelope sender or From: must be
  *      an owner or moderator; moderated: owners and moderators post directly, everybody else is held;
- *   3. the message is rewritten once (lsd_rewrite_post: List-* headers, subject prefix, footer) and what is
- *      stored is the rewritten copy;
- *   4. stored: INCR lc:seq:post, then MULTI SET lc:msg:ID, HSET lc:post:ID, ZADD lc:posts:L, XADD
+ *   3. DMARC (issue 7): unless the list's dmarc_mitigation is "none", the From: domain's DMARC policy is looked
+ *      up (lsd_dns.c: asynchronous, cached, bounded by LSD_DMARC_WAIT_MS; the job waits with lsd_job_wait); for
+ *      p=quarantine or p=reject the post's From: is rewritten to the list ("munge", the default) or the post
+ *      is wrapped in a message from the list ("wrap"); otherwise, and on any DNS problem, From: is kept;
+ *   4. the message is rewritten once (lsd_rewrite_post: List-* headers, subject prefix, footer, the DMARC
+ *      decision) and what is stored is the rewritten copy;
+ *   5. stored: INCR lc:seq:post, then MULTI SET lc:msg:ID, HSET lc:post:ID, ZADD lc:posts:L, XADD
  *      lc:stream:posts EXEC, and only then 250;
  *      held: INCRBY lc:seq:post 1+N (the post's id and one notice for each of the N owners and moderators),
  *      then MULTI HSET lc:held:ID {list, from, size, created, msg} EXPIRE 14 days, the N notices EXEC, and 250
@@ -64,6 +69,9 @@ struct pctx {
     uint64_t id, tok_id;
     char *out;               /* the rewritten message */
     size_t outlen;
+    char mitigation[16];     /* the list's dmarc_mitigation: munge (default), wrap or none */
+    enum lsd_from_mode from_mode;
+    char dmarc[240];         /* for the log: what was decided and why */
 };
 
 static void pctx_free(void *p)
@@ -117,12 +125,13 @@ static void stored(struct lsd_job *j, const redisReply *r)
         return;
     }
     if (c->hold) {
-        lc_info("post=%" PRIu64 " held list=%s from=<%s> size=%zu moderators=%d", c->id, c->in.addr.list,
-                c->in.sender, c->outlen, c->nmods);
+        lc_info("post=%" PRIu64 " held list=%s from=<%s> size=%zu moderators=%d%s", c->id, c->in.addr.list,
+                c->in.sender, c->outlen, c->nmods, c->dmarc);
         lsd_job_end(j, 250, "250 2.0.0 Ok: held for moderation as post %" PRIu64, c->id);
         return;
     }
-    lc_info("post=%" PRIu64 " accepted list=%s from=<%s> size=%zu", c->id, c->in.addr.list, c->in.sender, c->outlen);
+    lc_info("post=%" PRIu64 " accepted list=%s from=<%s> size=%zu%s", c->id, c->in.addr.list, c->in.sender, c->outlen,
+            c->dmarc);
     lsd_job_end(j, 250, "250 2.0.0 Ok: queued as post %" PRIu64, c->id);
 }
 
@@ -210,6 +219,10 @@ static void got_id(struct lsd_job *j, const redisReply *r)
     lsd_job_then(j, stored);
 }
 
+static void rewrite_store(struct lsd_job *j);
+static void dmarc_apply(struct pctx *c, enum lsd_dmarc pol, const char *why);
+static void dmarc_answer(void *arg, enum lsd_dmarc pol, const char *why);
+
 static void decide(struct lsd_job *j, const redisReply *r)
 {
     struct pctx *c = lsd_job_ctx(j);
@@ -217,7 +230,7 @@ static void decide(struct lsd_job *j, const redisReply *r)
     const char *L = c->in.addr.list;
     char err[200];
     if (!lsd_exec_ok(r, err, sizeof err) || r->elements != 3 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[0]->elements != 5) {
+        r->element[0]->elements != 6) {
         lc_warn("post list=%s: list lookup failed: %s", L, err);
         lsd_job_end(j, 451, "451 4.3.0 Temporary lookup or storage failure, try again later");
         return;
@@ -228,6 +241,7 @@ static void decide(struct lsd_job *j, const redisReply *r)
     copy_elem(c->moderators, sizeof c->moderators, h->element[2]);
     copy_elem(c->prefix, sizeof c->prefix, h->element[3]);
     copy_elem(c->footer, sizeof c->footer, h->element[4]);
+    copy_elem(c->mitigation, sizeof c->mitigation, h->element[5]);
     int env_member = r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer == 1;
     int from_member = r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == 1;
     int priv = is_privileged(c, c->in.sender) || is_privileged(c, c->in.mi.from);
@@ -262,9 +276,64 @@ static void decide(struct lsd_job *j, const redisReply *r)
         lsd_job_end(j, 550, "550 5.7.1 <%s>: list does not accept posts", L);
         return;
     }
-    struct lsd_rewrite rw = {L, c->prefix, c->footer};
-    c->out = lsd_rewrite_post(c->in.msg, c->in.len, &rw, (size_t)srv->max_size + 2 * LSD_HDR_MAX + sizeof c->footer,
-                              &c->outlen);
+    /* DMARC: the From: domain's policy decides whether the list's mitigation applies */
+    enum lsd_from_mode mode = LSD_FROM_MUNGE;
+    if (!strcmp(c->mitigation, "none"))
+        mode = LSD_FROM_KEEP;
+    else if (!strcmp(c->mitigation, "wrap"))
+        mode = LSD_FROM_WRAP;
+    else if (*c->mitigation && strcmp(c->mitigation, "munge") != 0)
+        lc_warn("list=%s has unknown dmarc_mitigation \"%s\": using munge", L, c->mitigation);
+    if (mode == LSD_FROM_KEEP || !*c->in.mi.from || !srv->dns) {
+        rewrite_store(j);
+        return;
+    }
+    c->from_mode = mode;
+    enum lsd_dmarc pol;
+    char why[200];
+    if (lsd_dmarc_lookup(srv->dns, lc_addr_domain(c->in.mi.from), dmarc_answer, j, &pol, why, sizeof why) ==
+        LSD_PENDING) {
+        lsd_job_wait(j);
+        return;
+    }
+    dmarc_apply(c, pol, why);
+    rewrite_store(j);
+}
+
+/* dmarc_apply keeps the list's mitigation mode only when the policy is quarantine or reject. */
+static void dmarc_apply(struct pctx *c, enum lsd_dmarc pol, const char *why)
+{
+    if (pol == LSD_DMARC_NONE) {
+        c->from_mode = LSD_FROM_KEEP;
+        return;
+    }
+    snprintf(c->dmarc, sizeof c->dmarc, " dmarc=%s (%.180s)", c->from_mode == LSD_FROM_WRAP ? "wrapped" : "munged",
+             why);
+}
+
+static void dmarc_resume(struct lsd_job *j, const redisReply *r)
+{
+    rewrite_store(j);
+}
+
+/* dmarc_answer: the lookup's answer; the job goes on (or is freed if the session gave up meanwhile). */
+static void dmarc_answer(void *arg, enum lsd_dmarc pol, const char *why)
+{
+    struct lsd_job *j = arg;
+    struct pctx *c = lsd_job_ctx(j);
+    dmarc_apply(c, pol, why);
+    lsd_job_resume(j, dmarc_resume);
+}
+
+/* rewrite_store rewrites the post once (lsd_rewrite_post, with the DMARC decision) and reserves its id. */
+static void rewrite_store(struct lsd_job *j)
+{
+    struct pctx *c = lsd_job_ctx(j);
+    struct lsd_server *srv = lsd_job_srv(j);
+    const char *L = c->in.addr.list;
+    struct lsd_rewrite rw = {L, c->prefix, c->footer, c->from_mode};
+    c->out = lsd_rewrite_post(c->in.msg, c->in.len, &rw,
+                              (size_t)srv->max_size + 3 * LSD_HDR_MAX + sizeof c->footer, &c->outlen);
     if (!c->out) {
         lsd_job_end(j, 552, "552 5.3.4 Error: message too big after adding the list's headers and footer");
         return;
@@ -286,11 +355,12 @@ int lsd_post_start(struct lsd_server *srv, const struct lsd_input *in, lsd_job_f
     if (lc_key_list(kl, sizeof kl, in->addr.list) < 0 || lc_key_active(ka, sizeof ka, in->addr.list) < 0)
         lc_panic("key too long for %s", in->addr.list);
     const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
-    const char *hmget[] = {"HMGET", kl, "policy", "owner", "moderators", "subject_prefix", "footer"};
+    const char *hmget[] = {"HMGET", kl, "policy", "owner", "moderators", "subject_prefix", "footer",
+                           "dmarc_mitigation"};
     const char *h1[] = {"HEXISTS", ka, *in->sender ? in->sender : "-"};
     const char *h2[] = {"HEXISTS", ka, *in->mi.from ? in->mi.from : "-"};
     lsd_job_cmd(j, 1, multi, NULL);
-    lsd_job_cmd(j, 7, hmget, NULL);
+    lsd_job_cmd(j, 8, hmget, NULL);
     lsd_job_cmd(j, 3, h1, NULL);
     lsd_job_cmd(j, 3, h2, NULL);
     lsd_job_cmd(j, 1, exec, NULL);

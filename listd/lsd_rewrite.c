@@ -17,6 +17,18 @@
  *     no footer); text/plain in base64 or quoted-printable: the message becomes multipart/mixed with the
  *     original body as its first part (its Content-Type and Content-Transfer-Encoding move into that part) and
  *     the footer as the second, so encoded text is never edited; any other type: left alone.
+ *   - DMARC mitigation (rw->from_mode, decided by the caller; only when the first From: has an address):
+ *     LSD_FROM_MUNGE: the first From: becomes From: "NAME via L" <L@D> (NAME: the poster's display name, or
+ *     the address when there is none; RFC 2047 encoded words are kept outside the quotes; at most 200 octets),
+ *     the poster's field is kept as X-Original-From (any other X-Original-From and any second From: are
+ *     dropped) and, unless the post has a Reply-To: (kept as it is, as Mailman and Sympa do: the poster chose
+ *     where replies go), Reply-To: gets the poster's From: value. LSD_FROM_WRAP: a new message from the list
+ *     (From munged as above, Reply-To, To, Cc, Subject with the prefix, Date, Message-ID, In-Reply-To,
+ *     References, the list fields) whose body is the post, byte for byte, as message/rfc822 (inline); with a
+ *     footer, multipart/mixed of that part and a text/plain footer part.
+ *   - lsd_dmarc_parse / lsd_org_domain: DMARC record syntax (RFC 7489 6.3: first tag v=DMARC1 exactly; p and
+ *     sp none/quarantine/reject, case-insensitive; other tags ignored) and the organizational domain as the
+ *     last two labels (no public suffix list: see lsd_dns.c).
  * Line ends: the input has CRLF (listd refuses bare LF); a bare LF is tolerated when scanning and copied as it
  * is. Limits: header fields are inspected up to LSD_HDR_MAX octets, values up to LSD_VALUE_MAX; the output is
  * bounded by the caller's max (NULL when it would not fit).
@@ -386,6 +398,314 @@ static int put_part_header(struct lc_buf *o, const char *boundary)
                             "Content-Disposition: inline\r\n\r\n", boundary);
 }
 
+/* ---------------------------------------------------------------- DMARC mitigation (From munging, wrapping) */
+
+/* display_name extracts the display name of an address-list value (unfolded): the phrase before the first <>
+ * outside quotes and comments, unquoted, white space collapsed; "" for a bare addr-spec. *raw is set when the
+ * phrase was not quoted (it may hold RFC 2047 encoded words, which must stay outside quotes). */
+static void display_name(const char *v, char *out, size_t outlen, int *raw)
+{
+    size_t k = 0;
+    int quote = 0, depth = 0, found = 0;
+    *raw = 1;
+    for (const char *p = v; *p && k + 1 < outlen; p++) {
+        char c = *p;
+        if (quote) {
+            if (c == '\\' && p[1])
+                c = *++p;
+            else if (c == '"') {
+                quote = 0;
+                continue;
+            }
+            out[k++] = c;
+            continue;
+        }
+        if (depth) {
+            if (c == '\\' && p[1])
+                p++;
+            else if (c == '(')
+                depth++;
+            else if (c == ')')
+                depth--;
+            continue;
+        }
+        if (c == '"') {
+            quote = 1;
+            *raw = 0;
+        } else if (c == '(') {
+            depth = 1;
+        } else if (c == '<') {
+            found = 1;
+            break;
+        } else if (c == ',' || c == ';') {
+            break;
+        } else {
+            out[k++] = c;
+        }
+    }
+    out[k] = 0;
+    if (!found) {
+        out[0] = 0;
+        return;
+    }
+    /* collapse white space, drop control characters */
+    size_t j = 0;
+    for (size_t i = 0; out[i]; i++) {
+        unsigned char c = (unsigned char)out[i];
+        if (c == ' ' || c == '\t') {
+            if (j && out[j - 1] != ' ')
+                out[j++] = ' ';
+        } else if (c >= 0x20 && c != 0x7f) {
+            out[j++] = (char)c;
+        }
+    }
+    while (j && out[j - 1] == ' ')
+        j--;
+    out[j] = 0;
+}
+
+/* phrase_safe: every octet is atext, space, '=' or '?' (a phrase of atoms and RFC 2047 encoded words). */
+static int phrase_safe(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr(" !#$%&'*+-/=?^_`{|}~", c)))
+            return 0;
+    }
+    return 1;
+}
+
+#define NAME_MAX_OCTETS 200 /* of the poster's name in the rewritten From: */
+
+/* put_munged_from writes From: "NAME via LOCAL" <LIST> for the poster with display name field value v
+ * (unfolded) and address addr. */
+static int put_munged_from(struct lc_buf *o, const char *v, const char *addr, const char *list, const char *local)
+{
+    char name[LSD_VALUE_MAX];
+    int raw;
+    display_name(v, name, sizeof name, &raw);
+    if (raw && strstr(name, "=?") && phrase_safe(name) && strlen(name) <= NAME_MAX_OCTETS)
+        return lc_buf_printf(o, "From: %s via \"%s\" <%s>\r\n", name, local, list);
+    const char *n = *name ? name : addr;
+    size_t len = strlen(n);
+    if (len > NAME_MAX_OCTETS) { /* cut, not inside a UTF-8 sequence */
+        len = NAME_MAX_OCTETS;
+        while (len > 0 && ((unsigned char)n[len] & 0xc0) == 0x80)
+            len--;
+    }
+    int rc = lc_buf_puts(o, "From: \"");
+    for (size_t i = 0; i < len; i++) {
+        if (n[i] == '"' || n[i] == '\\')
+            rc |= lc_buf_append(o, "\\", 1);
+        rc |= lc_buf_append(o, n + i, 1);
+    }
+    rc |= lc_buf_printf(o, " via %s\" <%s>\r\n", local, list);
+    return rc;
+}
+
+/* put_field writes a field under name with the raw value of f (folding kept), ending in CRLF. */
+static int put_field(struct lc_buf *o, const char *name, const struct field *f)
+{
+    const char *fend = f->start + f->len;
+    int rc = lc_buf_printf(o, "%s:", name);
+    rc |= lc_buf_append(o, f->value, f->valuelen);
+    if (fend[-1] != '\n')
+        rc |= lc_buf_append(o, "\r\n", 2);
+    return rc;
+}
+
+/* put_subject writes the Subject field f with the prefix (unless the subject holds it already). */
+static int put_subject(struct lc_buf *o, const struct field *f, const char *prefix)
+{
+    char v[LSD_VALUE_MAX];
+    unfold(f->value, f->valuelen, v, sizeof v);
+    if (!*prefix || ci_contains(v, prefix))
+        return put_field(o, "Subject", f);
+    const char *val = f->value, *fend = f->start + f->len;
+    while (val < fend && (*val == ' ' || *val == '\t'))
+        val++;
+    int empty = val == fend || *val == '\r' || *val == '\n';
+    int rc = lc_buf_printf(o, "Subject: %s%s", prefix, empty ? "" : " ");
+    rc |= lc_buf_append(o, val, (size_t)(fend - val));
+    if (fend[-1] != '\n')
+        rc |= lc_buf_append(o, "\r\n", 2);
+    return rc;
+}
+
+/* pick_boundary finds a boundary "=_listcast_N_LEN" that does not occur in the n octets at b; -1 if none. */
+static int pick_boundary(const char *b, size_t n, size_t len, char *nb, size_t nblen)
+{
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(nb, nblen, "=_listcast_%u_%zu", i, len);
+        char delim[80];
+        snprintf(delim, sizeof delim, "--%s", nb);
+        if (!memfind(b, n, delim))
+            return 0;
+    }
+    return -1;
+}
+
+static int put_list_fields(struct lc_buf *o, const char *list)
+{
+    char listid[LC_ADDR_MAX + 1], local[LC_ADDR_MAX + 1];
+    lsd_list_id(list, listid, sizeof listid);
+    snprintf(local, sizeof local, "%s", list);
+    char *at = strrchr(local, '@');
+    const char *dom = at ? at + 1 : "";
+    if (at)
+        *at = 0;
+    return lc_buf_printf(o, "List-Id: <%s>\r\nList-Post: <mailto:%s>\r\nList-Help: <mailto:%s-help@%s>\r\n"
+                            "List-Subscribe: <mailto:%s-subscribe@%s>\r\nPrecedence: list\r\nX-Loop: %s\r\n",
+                         listid, list, local, dom, local, dom, list);
+}
+
+/* wrap_post builds the LSD_FROM_WRAP form: a new message from the list whose body is the post, untouched, as
+ * message/rfc822 (and the footer, if any, as a second part of a multipart/mixed). The outer header: From
+ * (munged), Reply-To (the post's, else its From), To, Cc, Subject (prefixed), Date, Message-ID, In-Reply-To,
+ * References, MIME-Version and the list fields. fromv/from: the first From's unfolded value and address. */
+static char *wrap_post(const char *msg, size_t len, const struct lsd_rewrite *rw, size_t max, size_t *outlen,
+                       const char *fromv, const char *from)
+{
+    static const char *const copied[] = {"To", "Cc", "Date", "Message-ID", "In-Reply-To", "References", NULL};
+    size_t hdr;
+    header_end(msg, len, &hdr);
+    size_t scan_hdr = hdr > LSD_HDR_MAX ? LSD_HDR_MAX : hdr;
+    const char *prefix = rw->prefix ? rw->prefix : "", *footer = rw->footer ? rw->footer : "";
+    char local[LC_ADDR_MAX + 1], nb[64] = "";
+    snprintf(local, sizeof local, "%s", rw->list);
+    char *at = strrchr(local, '@');
+    if (at)
+        *at = 0;
+    if (*footer && pick_boundary(msg, len, len, nb, sizeof nb) < 0)
+        footer = "";
+    struct lc_buf *o = lc_buf_new(max);
+    int rc = put_munged_from(o, fromv, from, rw->list, local);
+    struct field f;
+    int have_rt = 0, have_subject = 0, have_from = 0;
+    for (size_t off = 0; next_field(msg, scan_hdr, &off, &f) == 0;) /* Reply-To first, then the rest */
+        if (f.name && is_name(&f, "Reply-To") && !have_rt) {
+            have_rt = 1;
+            rc |= put_field(o, "Reply-To", &f);
+        }
+    for (size_t off = 0; rc == 0 && next_field(msg, scan_hdr, &off, &f) == 0;) {
+        if (!f.name)
+            continue;
+        if (is_name(&f, "From") && !have_from) {
+            have_from = 1;
+            if (!have_rt)
+                rc |= put_field(o, "Reply-To", &f);
+        } else if (is_name(&f, "Subject") && !have_subject) {
+            have_subject = 1;
+            rc |= put_subject(o, &f, prefix);
+        } else {
+            for (int i = 0; copied[i]; i++)
+                if (is_name(&f, copied[i]))
+                    rc |= put_field(o, copied[i], &f);
+        }
+    }
+    if (*prefix && !have_subject)
+        rc |= lc_buf_printf(o, "Subject: %s\r\n", prefix);
+    rc |= lc_buf_puts(o, "MIME-Version: 1.0\r\n");
+    rc |= put_list_fields(o, rw->list);
+    int eight = 0;
+    for (size_t i = 0; i < len && !eight; i++)
+        eight = (unsigned char)msg[i] >= 0x80;
+    const char *cte = eight ? "Content-Transfer-Encoding: 8bit\r\n" : "";
+    int ends_crlf = len >= 1 && msg[len - 1] == '\n';
+    if (!*footer) {
+        rc |= lc_buf_printf(o, "Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n%s\r\n", cte);
+        rc |= lc_buf_append(o, msg, len);
+        if (!ends_crlf)
+            rc |= lc_buf_append(o, "\r\n", 2);
+    } else {
+        rc |= lc_buf_printf(o, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n%s\r\n"
+                               "This is a multi-part message in MIME format.\r\n\r\n--%s\r\n"
+                               "Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n%s\r\n",
+                            nb, cte, nb, cte);
+        rc |= lc_buf_append(o, msg, len);
+        if (!ends_crlf)
+            rc |= lc_buf_append(o, "\r\n", 2);
+        rc |= put_part_header(o, nb);
+        rc |= put_footer(o, footer);
+        rc |= lc_buf_printf(o, "--%s--\r\n", nb);
+    }
+    if (rc != 0) {
+        lc_buf_free(o);
+        return NULL;
+    }
+    char *out = lc_buf_steal(o, outlen);
+    lc_buf_free(o);
+    return out;
+}
+
+/* ---------------------------------------------------------------- DMARC records (RFC 7489 6.3, 6.4) */
+
+static int dmarc_value(const char *v, size_t n)
+{
+    if (n == 4 && strncasecmp(v, "none", 4) == 0)
+        return LSD_DMARC_NONE;
+    if (n == 10 && strncasecmp(v, "quarantine", 10) == 0)
+        return LSD_DMARC_QUARANTINE;
+    if (n == 6 && strncasecmp(v, "reject", 6) == 0)
+        return LSD_DMARC_REJECT;
+    return -1;
+}
+
+int lsd_dmarc_parse(const char *txt, size_t len, struct lsd_dmarc_rec *rec)
+{
+    rec->p = rec->sp = -1;
+    const char *p = txt, *end = txt + len;
+    for (int i = 0; p < end; i++) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *tend = semi ? semi : end;
+        const char *eq = memchr(p, '=', (size_t)(tend - p));
+        const char *n0 = p, *n1 = eq ? eq : tend, *v0 = eq ? eq + 1 : tend, *v1 = tend;
+        while (n0 < n1 && (*n0 == ' ' || *n0 == '\t'))
+            n0++;
+        while (n1 > n0 && (n1[-1] == ' ' || n1[-1] == '\t'))
+            n1--;
+        while (v0 < v1 && (*v0 == ' ' || *v0 == '\t'))
+            v0++;
+        while (v1 > v0 && (v1[-1] == ' ' || v1[-1] == '\t'))
+            v1--;
+        size_t nl = (size_t)(n1 - n0), vl = (size_t)(v1 - v0);
+        if (i == 0) {
+            if (!eq || nl != 1 || *n0 != 'v' || vl != 6 || memcmp(v0, "DMARC1", 6) != 0)
+                return -1; /* not a DMARC record */
+        } else if (eq && nl == 1 && (*n0 == 'p' || *n0 == 'P')) {
+            rec->p = dmarc_value(v0, vl);
+        } else if (eq && nl == 2 && strncasecmp(n0, "sp", 2) == 0) {
+            rec->sp = dmarc_value(v0, vl);
+        }
+        if (!semi)
+            break;
+        p = semi + 1;
+    }
+    return 0;
+}
+
+void lsd_org_domain(const char *domain, char *out, size_t outlen)
+{
+    out[0] = 0;
+    size_t n = strlen(domain);
+    while (n && domain[n - 1] == '.')
+        n--;
+    int dots = 0;
+    size_t cut = 0;
+    for (size_t i = n; i > 0; i--) {
+        if (domain[i - 1] == '.' && ++dots == 2) {
+            cut = i;
+            break;
+        }
+    }
+    if (dots < 2 || n - cut >= outlen)
+        return;
+    for (size_t i = cut; i < n; i++)
+        out[i - cut] = (char)((domain[i] >= 'A' && domain[i] <= 'Z') ? domain[i] + 32 : domain[i]);
+    out[n - cut] = 0;
+}
+
 char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw, size_t max, size_t *outlen)
 {
     size_t hdr, body = header_end(msg, len, &hdr);
@@ -397,11 +717,18 @@ char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw
     /* first pass: the facts that decide the footer mode */
     struct field f;
     char v[LSD_VALUE_MAX], ctype[128] = "", cte[64] = "", boundary[LSD_VALUE_MAX] = "";
-    int have_ct = 0, have_mime = 0, have_subject = 0;
+    int have_ct = 0, have_mime = 0, have_subject = 0, have_from = 0, have_rt = 0;
+    char fromv[LSD_VALUE_MAX] = "", from[LSD_VALUE_MAX] = "";
     for (size_t off = 0; next_field(msg, scan_hdr, &off, &f) == 0;) {
         if (!f.name)
             continue;
-        if (is_name(&f, "Content-Type") && !have_ct) {
+        if (is_name(&f, "From") && !have_from) {
+            have_from = 1;
+            unfold(f.value, f.valuelen, fromv, sizeof fromv);
+            first_address(fromv, from, sizeof from);
+        } else if (is_name(&f, "Reply-To")) {
+            have_rt = 1;
+        } else if (is_name(&f, "Content-Type") && !have_ct) {
             have_ct = 1;
             unfold(f.value, f.valuelen, v, sizeof v);
             media_type(v, ctype, sizeof ctype);
@@ -414,6 +741,10 @@ char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw
             have_mime = 1;
         }
     }
+    /* DMARC mitigation applies to a post whose (first) From: has an address */
+    enum lsd_from_mode fmode = *from ? rw->from_mode : LSD_FROM_KEEP;
+    if (fmode == LSD_FROM_WRAP)
+        return wrap_post(msg, len, rw, max, outlen, fromv, from);
     enum footer_mode mode = F_NONE;
     const char *close = NULL;
     char nb[64] = "";
@@ -451,11 +782,24 @@ char *lsd_rewrite_post(const char *msg, size_t len, const struct lsd_rewrite *rw
 
     /* the header, field by field (fields past LSD_HDR_MAX are copied as they are) */
     size_t off = 0;
+    int from_seen = 0;
     while (rc == 0 && next_field(msg, hdr, &off, &f) == 0) {
         int drop = 0;
         if (f.name && (size_t)(f.start - msg) < scan_hdr) {
             for (int i = 0; dropped[i]; i++)
                 drop |= is_name(&f, dropped[i]);
+            if (fmode == LSD_FROM_MUNGE && is_name(&f, "X-Original-From"))
+                continue; /* ours replaces it */
+            if (fmode == LSD_FROM_MUNGE && is_name(&f, "From")) {
+                if (!from_seen) { /* the poster's From: becomes the list's; a second From: is dropped */
+                    from_seen = 1;
+                    rc |= put_munged_from(o, fromv, from, rw->list, local);
+                    rc |= put_field(o, "X-Original-From", &f);
+                    if (!have_rt)
+                        rc |= put_field(o, "Reply-To", &f);
+                }
+                continue;
+            }
             if (mode == F_WRAP && (is_name(&f, "Content-Type") || is_name(&f, "Content-Transfer-Encoding"))) {
                 if (lc_buf_append(moved, f.start, f.len) < 0 ||
                     (f.start[f.len - 1] != '\n' && lc_buf_append(moved, "\r\n", 2) < 0))

@@ -73,11 +73,13 @@ struct lsd_job {
     char policy[32];
     char owner[LC_ADDR_MAX + 1];
     char moderators[1024];
+    long long list_max;   /* the list's max_message_size (0: none) */
     /* J_OP */
     lsd_step_fn *next;
     void *ctx;
     void (*ctx_free)(void *);
     int ended;
+    int waiting;          /* lsd_job_wait: a step waits for something other than Redis */
     /* storage inputs (borrowed) */
     const char *msg;
     size_t len;
@@ -244,14 +246,17 @@ static void rcpt_reply(struct lsd_job *j, int idx, const redisReply *r)
     case 0: /* SISMEMBER lc:domains D */
         j->domain_ours = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         break;
-    case 1: /* HMGET lc:list:L policy owner address id moderators */
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
+    case 1: /* HMGET lc:list:L policy owner address id moderators max_message_size */
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
             for (size_t i = 0; i < r->elements; i++)
                 if (r->element[i]->type == REDIS_REPLY_STRING)
                     j->list_found = 1;
             copy_str(j->policy, sizeof j->policy, r->element[0]);
             copy_str(j->owner, sizeof j->owner, r->element[1]);
             copy_str(j->moderators, sizeof j->moderators, r->element[4]);
+            char max[32];
+            copy_str(max, sizeof max, r->element[5]);
+            j->list_max = lsd_size_setting(max);
         } else {
             j->failed = 1;
             snprintf(j->errtxt, sizeof j->errtxt, "HMGET: unexpected reply type %d", r->type);
@@ -282,6 +287,13 @@ int lsd_addr_in(const char *a, const char *list)
         list += n;
     }
     return 0;
+}
+
+long long lsd_size_setting(const char *v)
+{
+    if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
+        return 0;
+    return strtoll(v, NULL, 10);
 }
 
 static void rcpt_decide(struct lsd_job *j)
@@ -338,6 +350,8 @@ static void rcpt_decide(struct lsd_job *j)
     }
     res->kind = LSD_RCPT_POST;
     snprintf(res->list, sizeof res->list, "%s", j->rcpt);
+    if (j->addr.kind == LSD_A_POST)
+        res->list_max = j->list_max;
     set_reply(res, 250, "250 2.1.5 Ok");
 }
 
@@ -404,8 +418,8 @@ int lsd_route_rcpt(struct lsd_server *srv, const char *rcpt, const char *sender,
         char klist[LC_KEY_MAX], kact[LC_KEY_MAX];
         if (lc_key_list(klist, sizeof klist, a.list) < 0 || lc_key_active(kact, sizeof kact, a.list) < 0)
             lc_panic("key too long for %s", rcpt);
-        const char *a1[] = {"HMGET", klist, "policy", "owner", "address", "id", "moderators"};
-        jsendv(j, 7, a1);
+        const char *a1[] = {"HMGET", klist, "policy", "owner", "address", "id", "moderators", "max_message_size"};
+        jsendv(j, 8, a1);
         if (*sender) {
             const char *a2[] = {"HEXISTS", kact, sender};
             jsendv(j, 3, a2);
@@ -547,6 +561,31 @@ int lsd_job_start(struct lsd_job *j, struct lsd_job **jobp, struct lsd_result *r
     return LSD_DONE;
 }
 
+/* run_step runs step next with reply r (NULL after a wait), then finishes the job unless more is out. */
+static void run_step(struct lsd_job *j, lsd_step_fn *next, const redisReply *r)
+{
+    if (!j->failed && !j->ended) {
+        if (next)
+            next(j, r);
+        if (j->waiting)
+            return; /* lsd_job_resume comes later (a waiting step sends nothing and does not end) */
+        j->waiting = 0;
+        if (j->ngot < j->nsent && !j->failed)
+            return; /* the next step is out */
+        if (!j->ended && !j->failed) {
+            j->failed = 1;
+            snprintf(j->errtxt, sizeof j->errtxt, "a step neither ended nor sent a command");
+        }
+        if (j->ngot < j->nsent)
+            return; /* failed while sending: wait for what is out */
+    }
+    if (j->failed) {
+        lc_warn("rcpt=<%s> from=<%s> action failed: %s", j->rcpt, j->sender, j->errtxt);
+        set_tempfail(&j->res);
+    }
+    finish(j);
+}
+
 /* op_reply handles a reply of an action job: the last reply of a step runs the next step. */
 static void op_reply(struct lsd_job *j, const redisReply *r)
 {
@@ -565,25 +604,24 @@ static void op_reply(struct lsd_job *j, const redisReply *r)
         finish(j);
         return;
     }
-    if (!j->failed && !j->ended) {
-        lsd_step_fn *next = j->next;
-        j->next = NULL;
-        if (next)
-            next(j, r);
-        if (j->ngot < j->nsent && !j->failed)
-            return; /* the next step is out */
-        if (!j->ended && !j->failed) {
-            j->failed = 1;
-            snprintf(j->errtxt, sizeof j->errtxt, "a step neither ended nor sent a command");
-        }
-        if (j->ngot < j->nsent)
-            return; /* failed while sending: wait for what is out */
+    lsd_step_fn *next = j->next;
+    j->next = NULL;
+    run_step(j, next, r);
+}
+
+void lsd_job_wait(struct lsd_job *j)
+{
+    j->waiting = 1;
+}
+
+void lsd_job_resume(struct lsd_job *j, lsd_step_fn *next)
+{
+    j->waiting = 0;
+    if (!j->done) { /* cancelled meanwhile */
+        finish(j);
+        return;
     }
-    if (j->failed) {
-        lc_warn("rcpt=<%s> from=<%s> action failed: %s", j->rcpt, j->sender, j->errtxt);
-        set_tempfail(&j->res);
-    }
-    finish(j);
+    run_step(j, next, NULL);
 }
 
 static void job_reply(const struct redisReply *reply, void *arg)

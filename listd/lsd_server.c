@@ -5,7 +5,7 @@
  * straight away (best effort) and is closed; at most smtp.max_sessions_per_ip from one client address (421 4.7.0
  * too many connections from your address). Out of file descriptors (EMFILE/ENFILE): accepting pauses for one
  * second instead of spinning on a level-triggered listener. STARTTLS credentials (tls.cert, tls.key) are loaded
- * here, at start: an error in them is an error of lsd_server_new.
+ * here, at start: an error in them is an error of lsd_server_new. The DMARC resolver (lsd_dns.c, dns.servers) too.
  */
 #include "lsd.h"
 
@@ -102,15 +102,22 @@ struct lsd_server *lsd_server_new(struct lc_loop *loop, const struct lc_cfg *cfg
     const char *cert = lc_cfg_str(cfg, "tls.cert"), *key = lc_cfg_str(cfg, "tls.key");
     if ((*cert || *key) && !(tls = lsd_tls_new(cert, key, err, errlen)))
         return NULL;
+    struct lsd_dns *dns = lsd_dns_new(loop, lc_cfg_str(cfg, "dns.servers"), err, errlen);
+    if (!dns) {
+        lsd_tls_free(tls);
+        return NULL;
+    }
     const char *listen_on = lc_cfg_str(cfg, "smtp.listen");
     int fd = lc_net_listen(listen_on, 512);
     if (fd < 0) {
         snprintf(err, errlen, "smtp.listen %s: %s", listen_on, strerror(errno));
         lsd_tls_free(tls);
+        lsd_dns_free(dns);
         return NULL;
     }
     struct lsd_server *srv = lc_calloc(1, sizeof *srv);
     srv->tls = tls;
+    srv->dns = dns;
     srv->max_sessions = (int)lc_cfg_int(cfg, "smtp.max_sessions");
     srv->max_per_ip = (int)lc_cfg_int(cfg, "smtp.max_sessions_per_ip");
     srv->max_rcpt = (int)lc_cfg_int(cfg, "smtp.max_recipients");
@@ -140,6 +147,7 @@ void lsd_server_free(struct lsd_server *srv)
     close(srv->listen_fd);
     while (srv->sessions)
         lsd_session_shutdown(srv->sessions);
+    lsd_dns_free(srv->dns); /* jobs waiting on DNS were cancelled with their sessions: they are freed here */
     lsd_redis_free(srv->redis);
     lsd_tls_free(srv->tls);
     free(srv);

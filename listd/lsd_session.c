@@ -34,6 +34,8 @@
  *
  * Limits: command lines 512 octets with CRLF (500 5.5.2); text lines 1000 octets (the rest of the message is
  * swallowed, then 500 5.5.2, nothing stored); message text over smtp.max_message_size (swallowed, 552 5.3.4);
+ * a post over its list's own max_message_size (learnt at RCPT): refused at RCPT when MAIL's SIZE= is larger
+ * (552 5.3.4), else swallowed and refused at the end of DATA/BDAT (552 5.3.4 ... the list's limit);
  * smtp.max_recipients (452 4.5.3); 10 bounce recipients a transaction (452 4.5.3: each gets its own copy of the
  * message in the bounce stream); smtp.max_errors (421 4.7.0, close); input and output buffers 64 KiB (reading
  * and command processing pause when full: back-pressure).
@@ -91,6 +93,7 @@ static const struct {
 #define DE_BARECR 8
 #define DE_HOPS 16
 #define DE_BARELF 32   /* BDAT only: in DATA a bare LF closes the session at once */
+#define DE_LISTBIG 64  /* over the list's max_message_size */
 
 /* What a BDAT chunk's octets are for. */
 enum bdat_mode { B_STORE, B_DISCARD };
@@ -124,6 +127,8 @@ struct lsd_session {
     struct lsd_bounce_rcpt bounces[BOUNCE_RCPT_MAX];
     int nbounce;
     char pending[LC_ADDR_MAX + 1]; /* the recipient being looked up */
+    long long mail_size;      /* MAIL SIZE=, or -1 */
+    long long list_max;       /* the list's own max_message_size (posts), 0: none */
     /* DATA */
     struct lc_buf *msg;
     size_t body_len;          /* text octets, without our Received: header */
@@ -234,6 +239,8 @@ static void txn_reset(struct lsd_session *s)
     s->nrcpt = 0;
     s->nbounce = 0;
     s->pending[0] = 0;
+    s->mail_size = -1;
+    s->list_max = 0;
     lc_buf_free(s->msg);
     s->msg = NULL;
     s->body_len = 0;
@@ -258,10 +265,17 @@ static void rcpt_result(struct lsd_session *s, const struct lsd_result *res)
                      "transaction", rcpt);
             return;
         }
+        if (res->list_max > 0 && s->mail_size > res->list_max) { /* RFC 1870 6.1: per-recipient limit */
+            lc_info("session=%llu client=%s reject RCPT from=<%s> to=<%s>: SIZE=%lld over the list's limit %lld",
+                    (unsigned long long)s->id, s->ip, s->sender, rcpt, s->mail_size, res->list_max);
+            reply(s, "552 5.3.4 <%s>: message size exceeds the list's limit (%lld octets)", rcpt, res->list_max);
+            return;
+        }
         if (s->kind == LSD_RCPT_NONE) {
             s->kind = LSD_RCPT_POST;
             snprintf(s->list, sizeof s->list, "%s", res->list);
         }
+        s->list_max = res->list_max;
         s->nrcpt++;
         lc_debug("session=%llu rcpt=<%s> post list=%s", (unsigned long long)s->id, rcpt, res->list);
         reply(s, "%s", res->text);
@@ -426,6 +440,7 @@ static void do_mail(struct lsd_session *s, const struct lsd_cmd *c)
     }
     txn_reset(s);
     s->have_mail = 1;
+    s->mail_size = c->size;
     s->smtputf8 = c->smtputf8;
     snprintf(s->sender, sizeof s->sender, "%s", norm);
     reply(s, "250 2.1.0 Ok");
@@ -579,8 +594,11 @@ static void do_bdat(struct lsd_session *s, const struct lsd_cmd *c)
             else
                 msg_start(s);
         }
-        if (s->msg && s->body_len + s->blen + (unsigned long long)c->chunk > (unsigned long long)s->srv->max_size)
+        unsigned long long total = s->body_len + s->blen + (unsigned long long)c->chunk;
+        if (s->msg && total > (unsigned long long)s->srv->max_size)
             bdat_fail(s, 1, "552 5.3.4 Message size exceeds fixed limit");
+        else if (s->msg && s->list_max > 0 && total > (unsigned long long)s->list_max)
+            bdat_fail(s, 1, "552 5.3.4 Error: message size exceeds the list's limit");
     }
     set_state(s, S_BDAT);
     if (s->bdat_left == 0)
@@ -665,6 +683,7 @@ static void message_end(struct lsd_session *s)
     if (e) {
         const char *r = (e & DE_TOOLONG) ? "500 5.5.2 Error: line too long"
                         : (e & DE_TOOBIG) ? "552 5.3.4 Error: message too big"
+                        : (e & DE_LISTBIG) ? "552 5.3.4 Error: message size exceeds the list's limit"
                         : (e & DE_BARELF) ? "550 5.5.2 Error: bare <LF> received"
                         : (e & DE_NUL)    ? "550 5.6.0 Error: message contains NUL characters"
                         : (e & DE_BARECR) ? "550 5.6.0 Error: bare <CR> received"
@@ -705,10 +724,16 @@ static void text_line(struct lsd_session *s, const char *p, size_t n)
         else if (n >= 9 && strncasecmp(p, "Received:", 9) == 0 && ++s->hops > LSD_HOPS_MAX)
             s->data_err |= DE_HOPS;
     }
-    if (s->data_err & DE_TOOBIG)
+    if (s->data_err & (DE_TOOBIG | DE_LISTBIG))
         return;
-    if (s->body_len + n > (size_t)s->srv->max_size) {
-        s->data_err |= DE_TOOBIG;
+    long long lim = s->srv->max_size;
+    int big = DE_TOOBIG;
+    if (s->list_max > 0 && s->list_max < lim) {
+        lim = s->list_max;
+        big = DE_LISTBIG;
+    }
+    if (s->body_len + n > (size_t)lim) {
+        s->data_err |= big;
         lc_buf_free(s->msg); /* nothing will be stored: give the memory back now */
         s->msg = lc_buf_new(RECEIVED_MAX);
         return;

@@ -8,12 +8,17 @@ answers NXDOMAIN; a configured name asked for a type it does not have answers NO
 600 s (--local-ttl), so resolvers can cache them.
 
 API
-    start(tmpdir, mx, hosts=None, servfail=(), log_queries=False) -> (proc, port)
+    start(tmpdir, mx, hosts=None, servfail=(), log_queries=False, txt=None, ptr=None) -> (proc, port)
         mx:       {domain: [(pref, mxname, ip_or_None), ...]}; mxname "." with pref 0 is an RFC 7505 null MX.
         hosts:    {name: ip or [ip, ...]} extra A records (e.g. a domain with no MX: RFC 5321 implicit MX,
                   or a second address for an MX host).
         servfail: domains whose queries answer SERVFAIL (forwarded to a tiny in-process responder).
         log_queries: log each query to <tmpdir>/dnsmasq.log (count them with query_count()).
+        txt:      {name: [record, ...]} TXT records; a record is a str (one character-string, split by dnsmasq
+                  into 255-octet strings as needed) or a list of str (the strings of one record). Octets
+                  outside printable ASCII go into the configuration raw (not NUL, CR or LF; dnsmasq keeps
+                  octets 0x7f-0xff and tab as they are, other control octets may change).
+        ptr:      {ipv4: name} PTR records (served at the in-addr.arpa name of the address).
     stop(proc)                   kills dnsmasq (and the SERVFAIL responder); safe to call twice.
     query(port, name, qtype)     -> (rcode, [answers]); MX answers are (pref, name), A answers dotted quads.
     query_count(tmpdir)          -> number of queries dnsmasq logged so far (needs log_queries=True).
@@ -21,7 +26,8 @@ API
 CLI (manual testing)
     python3 dnsmasq.py serve DIR DOMAIN=PREF:MXNAME:IP[/PREF:MXNAME:IP...] ...   (prints the port, runs
         until interrupted)
-    python3 dnsmasq.py query PORT NAME MX|A
+        [--txt-record NAME=TEXT]... [--ptr-record IP=NAME]...
+    python3 dnsmasq.py query PORT NAME MX|A|TXT|PTR
 
 Limits: IPv4 only; waits at most 5 s for dnsmasq to answer; every socket wait has a timeout.
 """
@@ -37,7 +43,7 @@ import threading
 import time
 
 DNSMASQ = "/usr/sbin/dnsmasq"
-T_A, T_MX = 1, 15
+T_A, T_MX, T_PTR, T_TXT = 1, 15, 12, 16
 
 
 def _free_port():
@@ -90,7 +96,7 @@ def _read_name(msg, off, depth=0):
 def query(port, name, qtype, timeout=2.0):
     """Asks 127.0.0.1:port one question; returns (rcode, answers). qtype: "MX", "A", 15 or 1."""
     if isinstance(qtype, str):
-        qtype = {"A": T_A, "MX": T_MX}[qtype.upper()]
+        qtype = {"A": T_A, "MX": T_MX, "TXT": T_TXT, "PTR": T_PTR}[qtype.upper()]
     tid = random.randrange(65536)
     pkt = struct.pack(">HHHHHH", tid, 0x0100, 1, 0, 0, 0) + _encode_name(name) + struct.pack(">HH", qtype, 1)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -122,6 +128,14 @@ def query(port, name, qtype, timeout=2.0):
             answers.append((pref, _read_name(r, rdata_off + 2)[0] or "."))
         elif rtype == T_A and rdlen == 4:
             answers.append(socket.inet_ntoa(r[rdata_off:rdata_off + 4]))
+        elif rtype == T_PTR:
+            answers.append(_read_name(r, rdata_off)[0])
+        elif rtype == T_TXT:  # the record's character-strings joined, as bytes
+            i, out = rdata_off, b""
+            while i < off:
+                out += r[i + 1:i + 1 + r[i]]
+                i += 1 + r[i]
+            answers.append(out)
     return flags & 0xF, answers
 
 
@@ -160,8 +174,28 @@ class _Servfail(threading.Thread):
         self.sock.close()
 
 
-def _conf(mx, hosts, servfail, servfail_port, local_zones):
+def _txt_quote(text):
+    """One dnsmasq quoted string: quote and backslash escaped, other octets raw (the file is written as latin-1;
+    NUL, CR and LF cannot be served)."""
+    b = text.encode("latin-1") if isinstance(text, str) else bytes(text)
+    if any(c in (0, 10, 13) for c in b):
+        raise ValueError("TXT text with NUL, CR or LF")
+    return '"' + "".join("\\" + chr(c) if c in (0x22, 0x5C) else chr(c) for c in b) + '"'
+
+
+def ptr_name(ip):
+    """The in-addr.arpa name of an IPv4 address."""
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+
+
+def _conf(mx, hosts, servfail, servfail_port, local_zones, txt=None, ptr=None):
     lines = []
+    for name, recs in (txt or {}).items():
+        for rec in recs:
+            parts = rec if isinstance(rec, (list, tuple)) else [rec]
+            lines.append("txt-record=%s,%s" % (name, ",".join(_txt_quote(p) for p in parts)))
+    for ip, name in (ptr or {}).items():
+        lines.append("ptr-record=%s,%s" % (ptr_name(ip), name))
     addrs = {}
     for dom, recs in mx.items():
         for pref, name, ip in recs:
@@ -185,19 +219,19 @@ def _conf(mx, hosts, servfail, servfail_port, local_zones):
     return "\n".join(lines) + "\n"
 
 
-def start(tmpdir, mx, hosts=None, servfail=(), log_queries=False):
-    """Starts dnsmasq serving mx (and hosts); returns (proc, port) once it answers. Raises on failure."""
+def start(tmpdir, mx, hosts=None, servfail=(), log_queries=False, txt=None, ptr=None):
+    """Starts dnsmasq serving mx (and hosts, txt, ptr); returns (proc, port) once it answers. Raises on failure."""
     zones = set()
-    for name in list(mx) + list(hosts or {}) + list(servfail):
+    for name in list(mx) + list(hosts or {}) + list(servfail) + list(txt or {}) + [ptr_name(i) for i in ptr or {}]:
         zones.add(name.rstrip(".").rsplit(".", 1)[-1])
     sf = _Servfail() if servfail else None
     if sf:
         sf.start()
     conf = os.path.join(tmpdir, "dnsmasq.conf")
-    with open(conf, "w") as f:
-        f.write(_conf(mx, hosts, servfail, sf.port if sf else 0, zones))
+    with open(conf, "w", encoding="latin-1") as f:
+        f.write(_conf(mx, hosts, servfail, sf.port if sf else 0, zones, txt, ptr))
     logpath = os.path.join(tmpdir, "dnsmasq.log")
-    probe = next(iter(mx), None) or next(iter(hosts or {}), None)
+    probe = next(iter(mx), None) or next(iter(hosts or {}), None) or next(iter(txt or {}), None)
     last_err = "not started"
     for _attempt in range(5):
         port = _free_port()
@@ -279,14 +313,24 @@ def _main(argv):
         print("rcode=%d" % rcode, *ans)
         return 0
     if len(argv) >= 3 and argv[1] == "serve":
-        mx = {}
-        for spec in argv[3:]:
+        mx, txt, ptr, specs, rest = {}, {}, {}, [], argv[3:]
+        while rest:
+            a = rest.pop(0)
+            if a in ("--txt-record", "--ptr-record") and rest:
+                k, _, v = rest.pop(0).partition("=")
+                if a == "--txt-record":
+                    txt.setdefault(k, []).append(v)
+                else:
+                    ptr[k] = v
+            else:
+                specs.append(a)
+        for spec in specs:
             dom, _, recs = spec.partition("=")
             mx[dom] = []
             for r in recs.split("/"):
                 pref, name, ip = (r.split(":") + ["", ""])[:3]
                 mx[dom].append((int(pref), name, ip or None))
-        proc, port = start(argv[2], mx, log_queries=True)
+        proc, port = start(argv[2], mx, log_queries=True, txt=txt, ptr=ptr)
         print(port, flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
