@@ -112,6 +112,11 @@ int lc_cmd_post(struct lc_ctx *ctx, int argc, char **argv);   /* lc_post.c */
 int lc_cmd_bounce(struct lc_ctx *ctx, int argc, char **argv); /* lc_bounce.c */
 int lc_cmd_admin(struct lc_ctx *ctx, int argc, char **argv);  /* lc_admin.c */
 int lc_cmd_dkim(struct lc_ctx *ctx, int argc, char **argv);   /* lc_dkim.c */
+/* lc_list_resume runs `listcast list resume LIST` (lc_post.c, beside the rate views). */
+int lc_list_resume(struct lc_ctx *ctx, int argc, char **argv);
+/* lc_complaint_rates reads complaints.warn_rate and complaints.pause_rate; -1 after a usage error naming the key. */
+int lc_complaint_rates(struct lc_ctx *ctx, double *warn, double *pause);
+int lc_cmd_doctor(struct lc_ctx *ctx, int argc, char **argv); /* lc_doctor.c */
 
 /* Manual pages of each command (in the command's file); NULL-terminated {name, text} tables. */
 struct lc_page {
@@ -122,6 +127,7 @@ extern const struct lc_page lc_pages_up[], lc_pages_list[], lc_pages_sub[], lc_p
 extern const struct lc_page lc_pages_bounce[]; /* lc_bounce.c */
 extern const struct lc_page lc_pages_admin[];  /* lc_admin.c */
 extern const struct lc_page lc_pages_dkim[];   /* lc_dkim.c */
+extern const struct lc_page lc_pages_doctor[]; /* lc_doctor.c */
 
 /* Used by `listcast up --demo` (lc_up.c). */
 /* lc_list_ensure creates a list unless it exists; returns 1 created, 0 existed, -1 error (err). */

@@ -1,8 +1,13 @@
-/* lc_list: `listcast list create|ls|show`: mailing lists in Redis (schema/SCHEMA.md "Lists").
+/* lc_list: `listcast list create|ls|show|set`: mailing lists in Redis (schema/SCHEMA.md "Lists").
  *
  * Contract: a list is created in one Lua script (atomic: refuse an existing list, INCR lc:seq:list, HSET
  * lc:list:LIST, SADD lc:lists and lc:domains), so two concurrent creates of one list give one list and one
  * refusal. List addresses and owners are normalised with lc_addr_norm. Reading is lc_view (shared with webui).
+ * `list set` writes the settings given in one Lua script that refuses a missing list (so it never makes a
+ * partial list hash), after checking each value as the web UI does (webui/web_pages.c web_do_list_save: owners
+ * and moderators one space between normalised addresses; max_message_size digits; values under 4,096 octets;
+ * no CR) and a little more: the owner is normalised (as `list create` does), no LF outside the footer (a
+ * subject prefix with a line break would split the header), sizes at most 18 digits (what listd can read).
  * Limits: `list ls` shows at most 100,000 lists.
  */
 #include "lc_cli.h"
@@ -12,6 +17,7 @@
 #include "lc_schema.h"
 #include "lc_view.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +40,20 @@ static const char create_lua[] =
 
 static const char page_list[] =
     "NAME\n"
-    "  listcast list - create and show mailing lists\n"
+    "  listcast list - create, show, change and resume mailing lists\n"
     "\n"
     "SYNOPSIS\n"
     "  listcast list create LIST@DOMAIN [--policy open|members|moderated|announce] [--owner ADDR] [--json]\n"
     "  listcast list ls [--json]\n"
     "  listcast list show LIST@DOMAIN [--json]\n"
+    "  listcast list set LIST@DOMAIN [--policy P] [--owner A] [--owners \"A B\"] [--moderator A]...\n"
+    "      [--subject-prefix TEXT] [--footer TEXT | --footer-file F] [--max-message-size N]\n"
+    "      [--dmarc-mitigation munge|wrap|none] [--json]\n"
+    "  listcast list resume LIST@DOMAIN [--json]\n"
     "\n"
     "DESCRIPTION\n"
-    "  See `listcast list create --help`, `listcast list ls --help` and `listcast list show --help`.\n"
+    "  See `listcast list create --help`, `listcast list ls --help`, `listcast list show --help`,\n"
+    "  `listcast list set --help` and `listcast list resume --help`.\n"
     LC_HELP_REDIS
     "\n"
     "OPTIONS\n" LC_HELP_COMMON_OPTIONS "\n" LC_HELP_EXIT;
@@ -113,11 +124,66 @@ static const char page_show[] =
     "EXAMPLES\n"
     "  listcast list show demo@listcast.test\n";
 
+static const char page_set[] =
+    "NAME\n"
+    "  listcast list set - change a list's settings\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  listcast list set LIST@DOMAIN [--policy POLICY] [--owner ADDR] [--owners \"ADDR ADDR...\"]\n"
+    "      [--moderator ADDR]... [--subject-prefix TEXT] [--footer TEXT | --footer-file FILE]\n"
+    "      [--max-message-size N] [--dmarc-mitigation munge|wrap|none] [--json]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  Changes the settings given, and only those, in one atomic write, then prints every setting of the\n"
+    "  list. The values are checked as the web UI's list settings page checks them; one bad value refuses\n"
+    "  the whole command and nothing changes. An empty value (\"\") clears a setting.\n"
+    "  Settings (fields of the list's Redis hash, schema/SCHEMA.md):\n"
+    "    policy            who may post: open, members, moderated or announce\n"
+    "    owner             the owner's address (notices, L-owner, moderation)\n"
+    "    owners            further owners, addresses separated by spaces or commas; stored normalised\n"
+    "                      (lower-cased), one space between\n"
+    "    moderators        moderators (post to moderated and announce lists directly, approve held posts):\n"
+    "                      every --moderator given, each may hold several addresses; stored as owners\n"
+    "    subject_prefix    put before the subject of each post unless it is there already (e.g. \"[news]\")\n"
+    "    footer            text appended to each post (plain and MIME-aware)\n"
+    "    max_message_size  the largest post in octets; 0 or empty: smtp.max_message_size alone. A smaller value\n"
+    "                      is enforced by listd at RCPT (SIZE=) and at the end of DATA/BDAT (552 5.3.4);\n"
+    "                      smtp.max_message_size stays the upper limit\n"
+    "    dmarc_mitigation  what listd does to a post whose From: domain publishes DMARC p=quarantine or\n"
+    "                      p=reject: munge (default: From: \"Name via LIST\" <LIST@DOMAIN>, Reply-To: the\n"
+    "                      poster unless the post has a Reply-To), wrap (the post travels as an attachment,\n"
+    "                      message/rfc822, of a message from the list) or none (From: kept)\n"
+    LC_HELP_REDIS
+    "\n"
+    "OPTIONS\n"
+    "  -p, --policy POLICY        open, members, moderated or announce\n"
+    "  -o, --owner ADDR           the owner (\"\" for none)\n"
+    "  --owners \"ADDR ...\"        further owners (replaces them; \"\" for none)\n"
+    "  --moderator ADDR           a moderator; repeat for more (replaces the moderators; \"\" for none)\n"
+    "  --subject-prefix TEXT      the subject prefix (\"\" for none)\n"
+    "  --footer TEXT              the footer (\"\" for none)\n"
+    "  --footer-file FILE         the footer, read from FILE (\"-\": stdin)\n"
+    "  --max-message-size N       octets, a decimal number (0 or \"\": the appliance's limit)\n"
+    "  --dmarc-mitigation MODE    munge, wrap or none\n"
+    LC_HELP_COMMON_OPTIONS
+    "\n" LC_HELP_EXIT
+    "  A malformed list or setting address, an unknown policy or mitigation, a size that is not a number, a\n"
+    "  value over 4,095 octets, a line break in anything but the footer, --footer with --footer-file, an\n"
+    "  unreadable footer file or no setting at all are usage errors (exit 2); a list that does not exist is\n"
+    "  refused (exit 1).\n"
+    "\n"
+    "EXAMPLES\n"
+    "  listcast list set news@lists.example.org --policy moderated --moderator ed@example.org \\\n"
+    "      --moderator copy@example.org\n"
+    "  listcast list set news@lists.example.org --subject-prefix '[news]' --footer-file footer.txt\n"
+    "  listcast list set news@lists.example.org --max-message-size 1048576 --dmarc-mitigation wrap --json\n";
+
 const struct lc_page lc_pages_list[] = {
     {"list", page_list},
     {"list create", page_create},
     {"list ls", page_ls},
     {"list show", page_show},
+    {"list set", page_set},
     {NULL, NULL},
 };
 
@@ -141,7 +207,7 @@ int lc_list_ensure(redisContext *rc, const char *list, const char *policy, const
     return created_new;
 }
 
-static void print_list_text(const struct lc_list_view *v)
+static void print_list_text(struct lc_ctx *ctx, const struct lc_list_view *v)
 {
     char when[64];
     lc_fmt_time(v->created, when, sizeof when);
@@ -152,6 +218,9 @@ static void print_list_text(const struct lc_list_view *v)
     printf("created:      %s\n", when);
     printf("subscribers:  %lld (%lld active)\n", v->members, v->active);
     printf("posts:        %lld\n", v->posts);
+    double warn, pause;
+    if (lc_complaint_rates(ctx, &warn, &pause) == 0)
+        lc_view_list_text_rate(v, warn, pause);
 }
 
 /* show_one loads and prints one list; used by show and after create. */
@@ -170,7 +239,7 @@ static int show_one(struct lc_ctx *ctx, const char *list)
         lc_view_list_json(j, &v);
         status = lc_json_done(j, LC_EXIT_OK);
     } else {
-        print_list_text(&v);
+        print_list_text(ctx, &v);
     }
     lc_view_list_clear(&v);
     return status;
@@ -208,6 +277,264 @@ static int cmd_create(struct lc_ctx *ctx, int argc, char **argv)
         return show_one(ctx, list);
     printf("created list %s (policy %s%s%s)\n", list, policy, *owner ? ", owner " : "", owner);
     return LC_EXIT_OK;
+}
+
+/* ---- list set ------------------------------------------------------------------------------------------------ */
+
+#define SETTING_MAX 4096 /* octets of one setting value, the web UI's limit (WEB_SETTING_MAX) */
+
+/* The settings `list set` writes, in the order they are shown. */
+static const char *const set_fields[] = {"policy", "owner", "owners", "moderators", "subject_prefix", "footer",
+                                         "max_message_size", "dmarc_mitigation", NULL};
+static const char *const mitigations[] = {"munge", "wrap", "none", NULL};
+
+/* KEYS: the list hash. ARGV: field value pairs. Sets them only if the list exists: 1, else 0. */
+static const char set_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], unpack(ARGV))\n"
+    "return 1\n";
+
+
+/* addr_list normalises addresses separated by spaces or commas into one space between normalised addresses
+ * (the web UI's form, webui/web_pages.c); -1 with the bad address in bad if one is invalid or too long. */
+static int addr_list(const char *s, char *out, size_t outlen, char *bad, size_t badlen)
+{
+    size_t k = 0;
+    out[0] = 0;
+    for (const char *p = s; *p;) {
+        p += strspn(p, ", \t\n");
+        size_t n = strcspn(p, ", \t\n");
+        if (!n)
+            break;
+        char a[LC_ADDR_MAX + 1];
+        const char *why;
+        if (lc_addr_norm(p, n, a, &why) < 0) {
+            snprintf(bad, badlen, "'%.*s': %s", (int)(n > 200 ? 200 : n), p, why);
+            return -1;
+        }
+        if (k + strlen(a) + 2 >= outlen) {
+            snprintf(bad, badlen, "the addresses are longer than %zu octets", outlen - 1);
+            return -1;
+        }
+        k += (size_t)snprintf(out + k, outlen - k, "%s%s", k ? " " : "", a);
+        p += n;
+    }
+    return 0;
+}
+
+/* read_footer reads FILE ("-": stdin) into out; -1 with why. */
+static int read_footer(const char *path, char *out, size_t outlen, char *why, size_t whylen)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        snprintf(why, whylen, "cannot read footer file '%.200s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(out, 1, outlen, f);
+    int err = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (err) {
+        snprintf(why, whylen, "cannot read footer file '%.200s'", path);
+        return -1;
+    }
+    if (n >= outlen) {
+        snprintf(why, whylen, "footer file '%.200s' is longer than %zu octets", path, outlen - 1);
+        return -1;
+    }
+    if (memchr(out, 0, n)) {
+        snprintf(why, whylen, "footer file '%.200s' holds a NUL octet", path);
+        return -1;
+    }
+    out[n] = 0;
+    return 0;
+}
+
+/* show_settings prints every setting of the list (after a change). */
+static int show_settings(struct lc_ctx *ctx, const char *list, const char *const *changed, int nchanged)
+{
+    char k[LC_KEY_MAX], err[512];
+    lc_key_list(k, sizeof k, list);
+    const char *argv[2 + 8] = {"HMGET", k};
+    int argc = 2;
+    for (int i = 0; set_fields[i]; i++)
+        argv[argc++] = set_fields[i];
+    redisReply *r = lc_redis_cmdv(ctx->rc, argc, argv, NULL, err, sizeof err);
+    if (!r)
+        return lc_refused(ctx, "%s", err);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)(argc - 2)) {
+        freeReplyObject(r);
+        return lc_refused(ctx, "redis: HMGET: unexpected reply");
+    }
+    const char *v[8];
+    for (size_t i = 0; i < r->elements; i++)
+        v[i] = r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
+    int status = LC_EXIT_OK;
+    if (ctx->json) {
+        struct lc_json *j = lc_json_out();
+        lc_json_obj(j);
+        lc_json_kstr(j, "address", list);
+        for (int i = 0; set_fields[i]; i++)
+            lc_json_kstr(j, set_fields[i], !strcmp(set_fields[i], "dmarc_mitigation") && !*v[i] ? "munge" : v[i]);
+        lc_json_key(j, "changed");
+        lc_json_arr(j);
+        for (int i = 0; i < nchanged; i++)
+            lc_json_str(j, changed[i]);
+        lc_json_end(j);
+        lc_json_end(j);
+        status = lc_json_done(j, LC_EXIT_OK);
+    } else {
+        printf("list:              %s\n", list);
+        for (int i = 0; set_fields[i]; i++) {
+            const char *val = v[i];
+            char buf[64];
+            if (!strcmp(set_fields[i], "max_message_size") && (!*val || !strcmp(val, "0")))
+                val = "(the appliance's smtp.max_message_size)";
+            else if (!strcmp(set_fields[i], "dmarc_mitigation") && !*val)
+                val = "munge";
+            else if (!strcmp(set_fields[i], "footer") && strchr(val, '\n')) {
+                int lines = 0;
+                for (const char *p = val; *p; p++)
+                    lines += *p == '\n';
+                snprintf(buf, sizeof buf, "(%d lines, %zu octets)", lines + (val[strlen(val) - 1] != '\n'),
+                         strlen(val));
+                val = buf;
+            } else if (!*val)
+                val = "(none)";
+            printf("%s:%*s%s\n", set_fields[i], (int)(18 - strlen(set_fields[i])), "", val);
+        }
+    }
+    freeReplyObject(r);
+    return status;
+}
+
+enum { S_POLICY = 1, S_OWNER, S_OWNERS, S_MODERATOR, S_PREFIX, S_FOOTER, S_FOOTER_FILE, S_MAXSIZE, S_DMARC };
+
+static int cmd_set(struct lc_ctx *ctx, int argc, char **argv)
+{
+    static const struct lc_opt opts[] = {
+        {"policy", 'p', 1, S_POLICY},          {"owner", 'o', 1, S_OWNER},
+        {"owners", 0, 1, S_OWNERS},            {"moderator", 0, 1, S_MODERATOR},
+        {"subject-prefix", 0, 1, S_PREFIX},    {"footer", 0, 1, S_FOOTER},
+        {"footer-file", 0, 1, S_FOOTER_FILE},  {"max-message-size", 0, 1, S_MAXSIZE},
+        {"dmarc-mitigation", 0, 1, S_DMARC},   {NULL, 0, 0, 0},
+    };
+    const char *val[S_DMARC + 1] = {NULL}, *list_arg = NULL;
+    static char mods[SETTING_MAX * 2];
+    int nmods = 0;
+    size_t mlen = 0;
+    struct lc_optstate st;
+    int o, status;
+    lc_opt_init(&st, argc, argv);
+    while ((o = lc_opt_next(ctx, &st, opts, &status)) != -1) {
+        if (o == -2)
+            return status;
+        if (o == 0) {
+            if (list_arg)
+                return lc_usage(ctx, "%s: unexpected argument '%.200s'", ctx->cmd, st.arg);
+            list_arg = st.arg;
+        } else if (o == S_MODERATOR) { /* repeated: they add up */
+            size_t n = strlen(st.arg);
+            if (mlen + n + 2 > sizeof mods)
+                return lc_usage(ctx, "%s: the moderators are longer than %d octets", ctx->cmd, SETTING_MAX - 1);
+            mlen += (size_t)snprintf(mods + mlen, sizeof mods - mlen, "%s%s", mlen ? " " : "", st.arg);
+            nmods++;
+        } else {
+            val[o] = st.arg;
+        }
+    }
+    if (!list_arg)
+        return lc_usage(ctx, "list set: missing LIST@DOMAIN (see listcast list set --help)");
+    char list[LC_ADDR_MAX + 1];
+    if (lc_norm_list(ctx, list_arg, list) < 0)
+        return LC_EXIT_USAGE;
+    if (val[S_FOOTER] && val[S_FOOTER_FILE])
+        return lc_usage(ctx, "list set: give --footer or --footer-file, not both");
+
+    /* check every value; any bad one refuses the whole command */
+    static char owner[LC_ADDR_MAX + 1], owners[SETTING_MAX], moderators[SETTING_MAX], footer[SETTING_MAX];
+    char why[512];
+    const char *hset[2 * 8];
+    const char *changed[8];
+    int nh = 0, nc = 0;
+    if (val[S_POLICY]) {
+        if (!lc_word_in(val[S_POLICY], policies))
+            return lc_usage(ctx, "list set: unknown policy '%.100s' (open, members, moderated or announce)",
+                            val[S_POLICY]);
+        hset[nh++] = "policy", hset[nh++] = val[S_POLICY], changed[nc++] = "policy";
+    }
+    if (val[S_OWNER]) {
+        const char *w = "invalid";
+        owner[0] = 0;
+        if (*val[S_OWNER] && lc_addr_norm(val[S_OWNER], strlen(val[S_OWNER]), owner, &w) < 0)
+            return lc_usage(ctx, "list set: invalid owner address '%.200s': %s", val[S_OWNER], w);
+        hset[nh++] = "owner", hset[nh++] = owner, changed[nc++] = "owner";
+    }
+    if (val[S_OWNERS]) {
+        if (strlen(val[S_OWNERS]) >= SETTING_MAX)
+            return lc_usage(ctx, "list set: --owners is longer than %d octets", SETTING_MAX - 1);
+        if (addr_list(val[S_OWNERS], owners, sizeof owners, why, sizeof why) < 0)
+            return lc_usage(ctx, "list set: invalid address in --owners: %s", why);
+        hset[nh++] = "owners", hset[nh++] = owners, changed[nc++] = "owners";
+    }
+    if (nmods) {
+        if (mlen >= SETTING_MAX)
+            return lc_usage(ctx, "list set: the moderators are longer than %d octets", SETTING_MAX - 1);
+        if (addr_list(mods, moderators, sizeof moderators, why, sizeof why) < 0)
+            return lc_usage(ctx, "list set: invalid --moderator address: %s", why);
+        hset[nh++] = "moderators", hset[nh++] = moderators, changed[nc++] = "moderators";
+    }
+    if (val[S_PREFIX]) {
+        if (strlen(val[S_PREFIX]) >= SETTING_MAX)
+            return lc_usage(ctx, "list set: --subject-prefix is longer than %d octets", SETTING_MAX - 1);
+        if (strpbrk(val[S_PREFIX], "\r\n"))
+            return lc_usage(ctx, "list set: --subject-prefix holds a line break");
+        hset[nh++] = "subject_prefix", hset[nh++] = val[S_PREFIX], changed[nc++] = "subject_prefix";
+    }
+    if (val[S_FOOTER]) {
+        if (strlen(val[S_FOOTER]) >= SETTING_MAX)
+            return lc_usage(ctx, "list set: --footer is longer than %d octets", SETTING_MAX - 1);
+        hset[nh++] = "footer", hset[nh++] = val[S_FOOTER], changed[nc++] = "footer";
+    } else if (val[S_FOOTER_FILE]) {
+        if (read_footer(val[S_FOOTER_FILE], footer, sizeof footer, why, sizeof why) < 0)
+            return lc_usage(ctx, "list set: %s", why);
+        hset[nh++] = "footer", hset[nh++] = footer, changed[nc++] = "footer";
+    }
+    if (val[S_MAXSIZE]) {
+        const char *v = val[S_MAXSIZE];
+        if (strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
+            return lc_usage(ctx, "list set: --max-message-size '%.100s' is not a number of octets (0 to "
+                                 "999999999999999999, or \"\")", v);
+        hset[nh++] = "max_message_size", hset[nh++] = v, changed[nc++] = "max_message_size";
+    }
+    if (val[S_DMARC]) {
+        if (!lc_word_in(val[S_DMARC], mitigations))
+            return lc_usage(ctx, "list set: unknown DMARC mitigation '%.100s' (munge, wrap or none)", val[S_DMARC]);
+        hset[nh++] = "dmarc_mitigation", hset[nh++] = val[S_DMARC], changed[nc++] = "dmarc_mitigation";
+    }
+    if (nh == 0)
+        return lc_usage(ctx, "list set: nothing to set (see listcast list set --help)");
+
+    redisContext *rc = lc_redis(ctx);
+    if (!rc)
+        return LC_EXIT_REFUSED;
+    char klist[LC_KEY_MAX], err[512];
+    if (lc_key_list(klist, sizeof klist, list) < 0)
+        return lc_usage(ctx, "list set: list address too long");
+    const char *ev[4 + 2 * 8] = {"EVAL", set_lua, "1", klist};
+    for (int i = 0; i < nh; i++)
+        ev[4 + i] = hset[i];
+    redisReply *r = lc_redis_cmdv(rc, 4 + nh, ev, NULL, err, sizeof err);
+    if (!r)
+        return lc_refused(ctx, "%s", err);
+    int ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    int exists = r->type == REDIS_REPLY_INTEGER;
+    freeReplyObject(r);
+    if (!exists)
+        return lc_refused(ctx, "redis: unexpected reply to the settings script");
+    if (!ok)
+        return lc_refused(ctx, "no such list: %s", list);
+    return show_settings(ctx, list, changed, nc);
 }
 
 static int cmd_ls(struct lc_ctx *ctx, int argc, char **argv)
@@ -272,9 +599,11 @@ int lc_cmd_list(struct lc_ctx *ctx, int argc, char **argv)
         {"list create", cmd_create},
         {"list ls", cmd_ls},
         {"list show", cmd_show},
+        {"list set", cmd_set},
+        {"list resume", lc_list_resume},
         {NULL, NULL},
     };
     if (argc >= 2 && !strcmp(argv[1], "--json")) /* `listcast list --json ls` is not a thing: say what is */
         return lc_usage(ctx, "list: put --json after the subcommand (listcast list ls --json)");
-    return lc_dispatch(ctx, argc, argv, subs, "create, ls or show");
+    return lc_dispatch(ctx, argc, argv, subs, "create, ls, show, set or resume");
 }

@@ -43,12 +43,16 @@ static const char page_listcast[] =
     "                               create a list\n"
     "  list ls                      show every list\n"
     "  list show LIST               show one list and its counts\n"
+    "  list set LIST [--policy P] [--owner A] [--owners \"A B\"] [--moderator A]... [--subject-prefix T]\n"
+    "      [--footer T | --footer-file F] [--max-message-size N] [--dmarc-mitigation munge|wrap|none]\n"
+    "                               change a list's settings\n"
     "  sub add LIST ADDR...|-       subscribe addresses (\"-\": read them from stdin)\n"
     "  sub rm LIST ADDR...|-        unsubscribe addresses\n"
     "  sub ls LIST [--status S]     show the subscribers of a list\n"
     "  sub show LIST ADDR           show one subscriber (status, bounce score)\n"
     "  post ls LIST [--limit N]     show the latest posts of a list with their delivery counters\n"
     "  post show ID                 show one post, its progress and per-domain counters\n"
+    "  list resume LIST             resume a list paused for its complaint rate\n"
     "  bounce parse FILE|-          classify a bounce message: recipient, status, reply code, reason, hard\n"
     "  bounce ls LIST               a list's bounces by reason, by domain and by post\n"
     "  admin add|passwd USER        create an admin web UI account / change its password (not echoed)\n"
@@ -56,6 +60,8 @@ static const char page_listcast[] =
     "  dkim keygen DOMAIN --selector S [--algorithm rsa|ed25519]\n"
     "                               make a DKIM key and print its DNS TXT record\n"
     "  dkim ls [DOMAIN]             show the DKIM keys and their DNS records\n"
+    "  doctor DOMAIN [--selector S]... [--ip ADDR]...\n"
+    "                               check MX, SPF, DKIM, DMARC, reverse DNS and STARTTLS of a domain\n"
     "  config                       print the effective configuration\n"
     "  help [COMMAND]               print a manual page\n"
     "\n"
@@ -159,7 +165,8 @@ int lc_refused(struct lc_ctx *ctx, const char *fmt, ...)
 /* ---- manual pages ------------------------------------------------------------------------------------------ */
 
 static const struct lc_page *page_tables[] = {pages_main, lc_pages_up, lc_pages_list, lc_pages_sub,
-                                              lc_pages_post, lc_pages_bounce, lc_pages_admin, lc_pages_dkim};
+                                              lc_pages_post, lc_pages_bounce, lc_pages_admin, lc_pages_dkim,
+                                              lc_pages_doctor};
 
 static const char *find_page(const char *name)
 {
@@ -525,7 +532,8 @@ static int wants_help(int argc, char **argv)
     return 0;
 }
 
-static const char *const commands[] = {"up", "list", "sub", "post", "bounce", "admin", "dkim", "config", "help", NULL};
+static const char *const commands[] = {"up", "list", "sub", "post", "bounce", "admin", "dkim", "doctor", "config", "help",
+                                      NULL};
 
 int main(int argc, char **argv)
 {
@@ -594,6 +602,8 @@ int main(int argc, char **argv)
         status = lc_cmd_admin(&ctx, cargc, cargv);
     else if (!strcmp(w1, "dkim"))
         status = lc_cmd_dkim(&ctx, cargc, cargv);
+    else if (!strcmp(w1, "doctor"))
+        status = lc_cmd_doctor(&ctx, cargc, cargv);
     else
         status = cmd_config(&ctx, cargc, cargv);
 out:

@@ -9,6 +9,8 @@
 #include "lc_addr.h"
 #include "lc_json.h"
 #include "lc_view.h"
+#include "lc_redis.h"
+#include "lc_schema.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -84,10 +86,29 @@ static const char page_show[] =
     "  watch -n1 listcast post show 12\n"
     "  listcast post show 12 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"pending\"])'\n";
 
+static const char page_resume[] =
+    "NAME\n"
+    "  listcast list resume - resume the sending of a list paused for its complaint rate\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  listcast list resume LIST@DOMAIN [--json]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  The expander pauses a list when its complaint rate (ARF complaints / copies delivered over the list's\n"
+    "  latest 1000 posts) reaches complaints.pause_rate: the list hash gets paused=1 and paused_reason, and\n"
+    "  its posts wait, queued, re-checked every few seconds. resume clears the pause and restarts the rate\n"
+    "  count after the list's last sent post (field rate_after), so the complaints that caused the pause do\n"
+    "  not pause it again at once; the waiting posts go out within seconds. A list that is not paused is\n"
+    "  refused (exit 1). With --json: {\"list\", \"resumed\", \"rate_after\"}.\n"
+    LC_HELP_REDIS
+    "\n"
+    "OPTIONS\n" LC_HELP_COMMON_OPTIONS "\n" LC_HELP_EXIT;
+
 const struct lc_page lc_pages_post[] = {
     {"post", page_post},
     {"post ls", page_ls},
     {"post show", page_show},
+    {"list resume", page_resume},
     {NULL, NULL},
 };
 
@@ -171,7 +192,22 @@ static int parse_id(const char *s, uint64_t *id)
     return *id > 0 ? 0 : -1;
 }
 
-static void print_post_text(const struct lc_post_view *p)
+/* rates reads complaints.warn_rate and complaints.pause_rate; -1 after a usage error naming the key. */
+int lc_complaint_rates(struct lc_ctx *ctx, double *warn, double *pause)
+{
+    const char *w = lc_cfg_str(ctx->cfg, "complaints.warn_rate"), *pz = lc_cfg_str(ctx->cfg, "complaints.pause_rate");
+    if (lc_view_rate_parse(w, warn) < 0) {
+        lc_usage(ctx, "complaints.warn_rate: '%.50s' is not a fraction between 0 and 1", w);
+        return -1;
+    }
+    if (lc_view_rate_parse(pz, pause) < 0) {
+        lc_usage(ctx, "complaints.pause_rate: '%.50s' is not a fraction between 0 and 1", pz);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_post_text(const struct lc_post_view *p, double warn, double pause)
 {
     char when[64];
     lc_fmt_time(p->created, when, sizeof when);
@@ -186,6 +222,13 @@ static void print_post_text(const struct lc_post_view *p)
     printf("deferred:    %lld (will be retried)\n", p->deferred);
     printf("bounced:     %lld\n", p->bounced);
     printf("pending:     %lld\n", p->pending);
+    char rate[128];
+    lc_view_rate_fmt(rate, sizeof rate, p->complaints, p->delivered);
+    const char *lvl = lc_view_rate_level(p->complaints, p->delivered, warn, pause);
+    printf("complaints:  %lld, rate %s%s\n", p->complaints, rate,
+           !strcmp(lvl, "pause")  ? "  WARNING: at or above complaints.pause_rate"
+           : !strcmp(lvl, "warn") ? "  WARNING: at or above complaints.warn_rate"
+                                  : "");
     if (!strcmp(p->state, "sending")) {
         char bar[160];
         long long final = p->delivered + p->bounced;
@@ -219,6 +262,9 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         return lc_usage(ctx, "post show: missing ID (see listcast post show --help)");
     if (parse_id(id_arg, &id) < 0)
         return lc_usage(ctx, "post show: '%.50s' is not a post id (a positive number)", id_arg);
+    double warn, pause;
+    if (lc_complaint_rates(ctx, &warn, &pause) < 0)
+        return LC_EXIT_USAGE;
     redisContext *rc = lc_redis(ctx);
     if (!rc)
         return LC_EXIT_REFUSED;
@@ -235,14 +281,80 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         lc_view_post_json(j, &p);
         status = lc_json_done(j, LC_EXIT_OK);
     } else {
-        print_post_text(&p);
+        print_post_text(&p, warn, pause);
     }
     lc_view_post_clear(&p);
     return status;
 }
 
+/* lc_list_resume (`listcast list resume`, dispatched from lc_list.c) clears a list's pause (SCHEMA.md "Complaints"): rate_after = the highest id of the list's posts
+ * that were sent (state sending or done) among its latest LC_RATE_WINDOW, so the rate starts again after it. */
+int lc_list_resume(struct lc_ctx *ctx, int argc, char **argv)
+{
+    const char *list_arg = NULL;
+    int status = lc_args(ctx, argc, argv, NULL, NULL, &list_arg, 1);
+    if (status >= 0)
+        return status;
+    if (!list_arg)
+        return lc_usage(ctx, "list resume: missing LIST@DOMAIN (see listcast list resume --help)");
+    char list[LC_ADDR_MAX + 1];
+    if ((status = lc_list_open(ctx, list_arg, list)) != LC_EXIT_OK)
+        return status;
+    redisContext *rc = ctx->rc;
+    char kl[LC_KEY_MAX], kp[LC_KEY_MAX], err[512];
+    lc_key_list(kl, sizeof kl, list);
+    lc_key_posts(kp, sizeof kp, list);
+    redisReply *r = lc_redis_cmd(rc, err, sizeof err, "HGET %s paused", kl);
+    if (!r)
+        return lc_refused(ctx, "%s", err);
+    int paused = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "1");
+    freeReplyObject(r);
+    if (!paused)
+        return lc_refused(ctx, "list %s is not paused", list);
+    r = lc_redis_cmd(rc, err, sizeof err, "ZREVRANGE %s 0 %d", kp, LC_RATE_WINDOW - 1);
+    if (!r)
+        return lc_refused(ctx, "%s", err);
+    uint64_t after = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        uint64_t id;
+        char kpost[LC_KEY_MAX];
+        if (r->element[i]->type != REDIS_REPLY_STRING || parse_id(r->element[i]->str, &id) < 0 || id <= after)
+            continue;
+        lc_key_post(kpost, sizeof kpost, id);
+        redisReply *st = lc_redis_cmd(rc, err, sizeof err, "HGET %s state", kpost);
+        if (!st) {
+            freeReplyObject(r);
+            return lc_refused(ctx, "%s", err);
+        }
+        if (st->type == REDIS_REPLY_STRING && (!strcmp(st->str, LC_PS_SENDING) || !strcmp(st->str, LC_PS_DONE)))
+            after = id;
+        freeReplyObject(st);
+    }
+    freeReplyObject(r);
+    r = lc_redis_cmd(rc, err, sizeof err, "EVAL %s 1 %s %llu", 
+                     "redis.call('HDEL', KEYS[1], 'paused', 'paused_reason', 'paused_at') "
+                     "redis.call('HSET', KEYS[1], 'rate_after', ARGV[1]) return 1",
+                     kl, (unsigned long long)after);
+    if (!r)
+        return lc_refused(ctx, "%s", err);
+    freeReplyObject(r);
+    if (ctx->json) {
+        struct lc_json *j = lc_json_out();
+        lc_json_obj(j);
+        lc_json_kstr(j, "list", list);
+        lc_json_kbool(j, "resumed", 1);
+        lc_json_kint(j, "rate_after", (long long)after);
+        lc_json_end(j);
+        return lc_json_done(j, LC_EXIT_OK);
+    }
+    printf("resumed %s: its waiting posts go out within seconds; the complaint rate counts posts after %llu\n",
+           list, (unsigned long long)after);
+    return LC_EXIT_OK;
+}
+
 int lc_cmd_post(struct lc_ctx *ctx, int argc, char **argv)
 {
-    static const struct lc_subcmd subs[] = {{"post ls", cmd_ls}, {"post show", cmd_show}, {NULL, NULL}};
+    static const struct lc_subcmd subs[] = {
+        {"post ls", cmd_ls}, {"post show", cmd_show}, {NULL, NULL}};
     return lc_dispatch(ctx, argc, argv, subs, "ls or show");
 }

@@ -98,6 +98,7 @@ void lc_view_list_clear(struct lc_list_view *v)
     free(v->address);
     free(v->policy);
     free(v->owner);
+    free(v->paused_reason);
     memset(v, 0, sizeof *v);
 }
 
@@ -110,7 +111,9 @@ void lc_view_lists_free(struct lc_list_view *v, size_t n)
     free(v);
 }
 
-/* append_list_cmds queues the 4 commands that describe one list; returns 0 or -1 (name too long). */
+#define LIST_CMDS 5
+
+/* append_list_cmds queues the LIST_CMDS commands that describe one list; returns 0 or -1 (name too long). */
 static int append_list_cmds(redisContext *rc, const char *list)
 {
     char k1[LC_KEY_MAX], k2[LC_KEY_MAX], k3[LC_KEY_MAX], k4[LC_KEY_MAX];
@@ -121,6 +124,7 @@ static int append_list_cmds(redisContext *rc, const char *list)
     redisAppendCommand(rc, "ZCARD %s", k2);
     redisAppendCommand(rc, "HLEN %s", k3);
     redisAppendCommand(rc, "ZCARD %s", k4);
+    redisAppendCommand(rc, "EVAL %s 2 %s %s %d", LC_LUA_LIST_RATE, k4, k1, LC_RATE_WINDOW);
     return 0;
 }
 
@@ -128,15 +132,15 @@ static int append_list_cmds(redisContext *rc, const char *list)
 static int read_list_replies(redisContext *rc, const char *list, struct lc_list_view *out, char *err,
                              size_t errlen)
 {
-    redisReply *r[4] = {0};
+    redisReply *r[LIST_CMDS] = {0};
     int got = 0;
-    for (; got < 4; got++) {
+    for (; got < LIST_CMDS; got++) {
         r[got] = get_reply(rc, err, errlen);
         if (!r[got])
             break;
     }
     int rcode = -1;
-    if (got == 4) {
+    if (got == LIST_CMDS) {
         memset(out, 0, sizeof *out);
         if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements == 0) {
             rcode = 0;
@@ -149,12 +153,20 @@ static int read_list_replies(redisContext *rc, const char *list, struct lc_list_
             out->members = rint_(r[1]);
             out->active = rint_(r[2]);
             out->posts = rint_(r[3]);
+            out->complaints = hint(r[0], "complaints");
+            out->paused = hint(r[0], "paused") == 1;
+            out->paused_reason = hstr(r[0], "paused_reason");
+            out->paused_at = hint(r[0], "paused_at");
+            if (r[4]->type == REDIS_REPLY_ARRAY && r[4]->elements >= 2) {
+                out->rate_delivered = rint_(r[4]->element[0]);
+                out->rate_complaints = rint_(r[4]->element[1]);
+            }
             rcode = 1;
         }
     } else if (rc->err == 0) {
-        drain(rc, 3 - got); /* an error reply: the rest are still on the wire */
+        drain(rc, LIST_CMDS - 1 - got); /* an error reply: the rest are still on the wire */
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < LIST_CMDS; i++)
         freeReplyObject(r[i]);
     return rcode;
 }
@@ -205,7 +217,7 @@ long lc_view_lists(redisContext *rc, size_t max, struct lc_list_view **out, size
             int got = read_list_replies(rc, names[i], &v[have], err, errlen);
             if (got < 0) {
                 if (rc->err == 0)
-                    drain(rc, (int)(end - i - 1) * 4);
+                    drain(rc, (int)(end - i - 1) * LIST_CMDS);
                 rcode = -1;
                 break;
             }
@@ -238,6 +250,21 @@ void lc_view_list_json(struct lc_json *j, const struct lc_list_view *v)
     lc_json_kint(j, "subscribers", v->members);
     lc_json_kint(j, "active", v->active);
     lc_json_kint(j, "posts", v->posts);
+    lc_json_kint(j, "complaints", v->complaints);
+    lc_json_kint(j, "rate_delivered", v->rate_delivered);
+    lc_json_kint(j, "rate_complaints", v->rate_complaints);
+    lc_json_key(j, "complaint_rate");
+    if (v->rate_delivered > 0)
+        lc_json_num(j, (double)v->rate_complaints / (double)v->rate_delivered);
+    else
+        lc_json_null(j);
+    lc_json_key(j, "paused");
+    lc_json_bool(j, v->paused);
+    lc_json_key(j, "paused_reason");
+    if (v->paused && v->paused_reason && *v->paused_reason)
+        lc_json_str(j, v->paused_reason);
+    else
+        lc_json_null(j);
     lc_json_end(j);
 }
 
@@ -350,6 +377,7 @@ int lc_view_post(redisContext *rc, uint64_t id, int with_domains, struct lc_post
         out->delivered = hint(r, "delivered");
         out->deferred = hint(r, "deferred");
         out->bounced = hint(r, "bounced");
+        out->complaints = hint(r, "complaints");
         long long pending = out->recipients - out->delivered - out->bounced;
         out->pending = pending > 0 ? pending : 0;
         if (with_domains)
@@ -375,6 +403,12 @@ void lc_view_post_json(struct lc_json *j, const struct lc_post_view *p)
     lc_json_kint(j, "deferred", p->deferred);
     lc_json_kint(j, "bounced", p->bounced);
     lc_json_kint(j, "pending", p->pending);
+    lc_json_kint(j, "complaints", p->complaints);
+    lc_json_key(j, "complaint_rate");
+    if (p->delivered > 0)
+        lc_json_num(j, (double)p->complaints / (double)p->delivered);
+    else
+        lc_json_null(j);
     if (p->has_domains) {
         lc_json_key(j, "domains");
         lc_json_arr(j);
@@ -521,4 +555,55 @@ void lc_view_bar(char *out, size_t outlen, int width, long long done, long long 
         cells[i] = i < filled ? '#' : '.';
     cells[width] = 0;
     snprintf(out, outlen, "[%s] %3lld%%", cells, pct);
+}
+
+/* ---- complaint rates ---- */
+
+int lc_view_rate_parse(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !(v >= 0 && v <= 1))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+const char *lc_view_rate_level(long long complaints, long long delivered, double warn, double pause)
+{
+    if (delivered <= 0)
+        return "none";
+    double r = (double)complaints / (double)delivered;
+    if (pause > 0 && r >= pause)
+        return "pause";
+    if (warn > 0 && r >= warn)
+        return "warn";
+    return "ok";
+}
+
+void lc_view_rate_fmt(char *out, size_t outlen, long long complaints, long long delivered)
+{
+    if (delivered <= 0)
+        snprintf(out, outlen, "- (%lld complaints, nothing delivered)", complaints);
+    else
+        snprintf(out, outlen, "%.3f%% (%lld of %lld delivered)", 100.0 * (double)complaints / (double)delivered,
+                 complaints, delivered);
+}
+
+void lc_view_list_text_rate(const struct lc_list_view *v, double warn, double pause)
+{
+    char rate[128];
+    lc_view_rate_fmt(rate, sizeof rate, v->rate_complaints, v->rate_delivered);
+    const char *lvl = lc_view_rate_level(v->rate_complaints, v->rate_delivered, warn, pause);
+    printf("complaints:   %lld (all time)\n", v->complaints);
+    printf("complaint rate: %s%s\n", rate,
+           !strcmp(lvl, "pause")  ? "  WARNING: at or above complaints.pause_rate"
+           : !strcmp(lvl, "warn") ? "  WARNING: at or above complaints.warn_rate"
+                                  : "");
+    if (v->paused)
+        printf("paused:       yes: %s (resume with: listcast list resume %s)\n",
+               v->paused_reason && *v->paused_reason ? v->paused_reason : "by an operator", v->address);
+    else
+        printf("paused:       no\n");
 }

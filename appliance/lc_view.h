@@ -25,6 +25,13 @@ struct lc_list_view {
     long long members; /* ZCARD lc:members:LIST (any status) */
     long long active;  /* HLEN lc:active:LIST (receive posts) */
     long long posts;   /* ZCARD lc:posts:LIST */
+    /* complaints (issue 7): the rate window of LC_LUA_LIST_RATE and the pause set by the expander */
+    long long complaints;      /* the list's all-time `complaints` counter */
+    long long rate_delivered;  /* delivered copies of the latest LC_RATE_WINDOW posts (after `rate_after`) */
+    long long rate_complaints; /* complaints about those posts */
+    int paused;                /* `paused` = 1: the expander leaves the list's posts queued */
+    char *paused_reason;       /* why ("" when not paused) */
+    long long paused_at;
 };
 
 struct lc_dom_view {
@@ -36,6 +43,7 @@ struct lc_post_view {
     uint64_t id;
     char *list, *from, *state;
     long long size, created, recipients, delivered, deferred, bounced, pending;
+    long long complaints; /* ARF complaints about this post */
     int has_domains;   /* domains were loaded (even if there are none) */
     size_t ndom;
     struct lc_dom_view *dom; /* sorted: most recipients first, then by name */
@@ -65,6 +73,19 @@ long lc_view_post_ids(redisContext *rc, const char *list, long max, uint64_t **i
 /* lc_view_recent_posts merges the newest posts of the given lists (at most max ids, newest first). */
 long lc_view_recent_posts(redisContext *rc, const struct lc_list_view *lists, size_t nlists, long max,
                           uint64_t **ids, char *err, size_t errlen);
+
+/* ---- complaint rates (issue 7) ---- */
+
+/* lc_view_rate_parse parses a rate setting (complaints.warn_rate, complaints.pause_rate): a decimal fraction in
+ * [0, 1] ("0.003"); 0 or -1 (not a number, out of range). */
+int lc_view_rate_parse(const char *s, double *out);
+/* lc_view_rate_level: "none" (nothing delivered), "ok", "warn" (rate >= warn) or "pause" (rate >= pause, pause
+ * > 0) for complaints out of delivered. */
+const char *lc_view_rate_level(long long complaints, long long delivered, double warn, double pause);
+/* lc_view_rate_fmt writes "0.250% (5 of 2000 delivered)" or "- (nothing delivered)". */
+void lc_view_rate_fmt(char *out, size_t outlen, long long complaints, long long delivered);
+/* lc_view_list_text_rate prints the list's complaint lines of `listcast list show` (complaints, rate, paused). */
+void lc_view_list_text_rate(const struct lc_list_view *v, double warn, double pause);
 
 /* lc_view_bar renders a text progress bar "[#####.....]  50%" of width cells into out. */
 void lc_view_bar(char *out, size_t outlen, int width, long long done, long long total);

@@ -66,7 +66,7 @@ static const struct cfg_key keys[] = {
     /* sender: retries, MX backoff, fallback, TLS */
     {"sender.retry_min", T_INT, "300", 1, 86400, "first retry of a deferred recipient after this many seconds", NULL},
     {"sender.retry_max", T_INT, "14400", 1, 604800, "longest wait between retries (exponential backoff, jitter)", NULL},
-    {"sender.max_lifetime", T_INT, "345600", 60, 2592000,
+    {"sender.max_lifetime", T_INT, "345600", 1, 2592000,
      "seconds a deferred recipient is retried before it bounces as expired", NULL},
     {"sender.mx_backoff", T_INT, "300", 1, 86400, "seconds an MX host stays marked down after a failure", NULL},
     {"sender.fallback_relay", T_RELAY, "", 0, 0, "HOST:PORT taking recipients whose first attempt was deferred", NULL},
@@ -78,6 +78,10 @@ static const struct cfg_key keys[] = {
     {"http.tls_key", T_STR, "", 0, 0, "PEM private key for http.tls_cert", NULL},
     {"sender.claim_idle", T_INT, "60", 2, 3600,
      "seconds a claimed batch may go untouched before another sender takes it over (crashed peer)", NULL},
+    /* complaints (issue 7): a decimal fraction 0..1, checked by its users (lc_view_rate_parse) */
+    {"complaints.warn_rate", T_STR, "0.001", 0, 0, "complaint rate (complaints / delivered) shown as a warning", NULL},
+    {"complaints.pause_rate", T_STR, "0.003", 0, 0,
+     "complaint rate at which a list's sending is paused automatically (0: never)", NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -6,6 +6,8 @@
  *               XAUTOCLAIM of abandoned entries, reconnect with backoff, clean exit on SIGTERM/SIGINT.
  *   exp_post.c  one post: read its list, HSCAN the active subscribers, drop suppressed addresses, resolve,
  *               write the batches (MULTI/EXEC) and acknowledge the stream entry.
+ *   exp_reroute.c  retried recipients that had no route (temporary DNS failure): resolve again, write their
+ *               batches or bounces and acknowledge, in one MULTI/EXEC.
  *   exp_rcpt.c  the recipient set of one post: an arena of address strings, sorted by domain, deduplicated.
  *   exp_dns.c   MX + A resolution with c-ares, every domain in flight at once (bounded), with a TTL cache.
  *   exp_map.c   a small string-keyed open-addressing hash map (the DNS caches).
@@ -113,12 +115,27 @@ struct exp {
     struct exp_dns *dns;
     struct exp_rcpts *rcpts;
     volatile sig_atomic_t *stop;
+    double pause_rate;        /* complaints.pause_rate (0: never pause) */
+    unsigned paused_waiting;  /* posts left pending because their list is paused (exp_post sets, exp_loop
+                                 re-reads our pending entries every EXP_PAUSE_RECHECK_MS while > 0) */
 };
 
+#define EXP_PAUSE_RECHECK_MS 5000
+
 /* exp_post_run expands the post of stream entry entry_id and acknowledges the entry.
- * Returns 0 when done (acknowledged, or left pending after a logged data error), -1 on a Redis connection
- * error (reconnect; the entry stays pending), 1 when interrupted by *stop (the entry stays pending). */
+ * Returns 0 when done (acknowledged, or left pending after a logged data error or because its list is paused),
+ * -1 on a Redis connection error (reconnect; the entry stays pending), 1 when interrupted by *stop (the entry
+ * stays pending). */
 int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, size_t post_len);
+
+/* exp_reroute_run handles a reroute entry of lc:stream:posts (one with a `rcpts` field: retried recipients that
+ * had no route, from the sender's retry poller): resolves their domains again and writes their batches or
+ * bounces with the XACK in one MULTI/EXEC (exp_reroute.c). Returns 0 (done, or left pending after a logged
+ * data error), -1 on a Redis connection error, 1 when interrupted by *stop. */
+int exp_reroute_run(struct exp *e, const char *entry_id, const struct redisReply *fields);
+/* exp_bounce_reply is the reply a permanent routing failure bounces with. */
+const char *exp_bounce_reply(enum exp_route_status st);
+#define EXP_REROUTE_MAX 100000 /* recipient lines of one reroute entry */
 
 /* exp_run runs the stream loop until *stop is set (returns 0) or Redis has failed for ~30 s (returns -1). */
 int exp_run(struct exp *e);

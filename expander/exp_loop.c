@@ -34,6 +34,7 @@ struct loop {
     char last[64];        /* last pending entry handled */
     char cursor[64];      /* XAUTOCLAIM cursor */
     int64_t next_claim;
+    int64_t next_recheck; /* re-read our pending entries then, while posts of paused lists wait */
 };
 
 static void disconnect(struct exp *e)
@@ -77,13 +78,20 @@ static int handle(struct exp *e, const redisReply *ent)
     const redisReply *f = ent->element[1];
     const char *post = NULL;
     size_t plen = 0;
+    int reroute = 0; /* a `rcpts` field: retried recipients to route again (exp_reroute.c) */
     if (f->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < f->elements; i += 2)
+        for (size_t i = 0; i + 1 < f->elements; i += 2) {
             if (f->element[i]->type == REDIS_REPLY_STRING && !strcmp(f->element[i]->str, "post") &&
                 f->element[i + 1]->type == REDIS_REPLY_STRING) {
                 post = f->element[i + 1]->str;
                 plen = f->element[i + 1]->len;
             }
+            reroute |= f->element[i]->type == REDIS_REPLY_STRING && !strcmp(f->element[i]->str, "rcpts");
+        }
+    if (post && reroute) {
+        lc_debug("entry=%s post=%.*s reroute", id, (int)plen, post);
+        return exp_reroute_run(e, id, f);
+    }
     if (!post) {
         char err[256];
         lc_warn("entry=%s has no post field (deleted entry?): acknowledged", id);
@@ -144,6 +152,12 @@ static int step(struct loop *l)
         int rc = autoclaim(l);
         if (rc != 0)
             return rc;
+    }
+    if (!l->pending && e->paused_waiting > 0 && now >= l->next_recheck) {
+        l->next_recheck = now + EXP_PAUSE_RECHECK_MS;
+        e->paused_waiting = 0; /* exp_post_run counts the posts still paused again */
+        l->pending = 1;
+        snprintf(l->last, sizeof l->last, "0");
     }
     redisReply *r;
     if (l->pending)

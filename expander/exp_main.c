@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lc_cfg.h"
@@ -53,6 +54,13 @@ int main(int argc, char **argv)
     }
     if (lc_cfg_finish(cfg, err, sizeof err) < 0)
         goto usage;
+    const char *pr = lc_cfg_str(cfg, "complaints.pause_rate");
+    char *end;
+    double pause_rate = strtod(pr, &end);
+    if (!*pr || *end || !(pause_rate >= 0 && pause_rate <= 1)) {
+        snprintf(err, sizeof err, "complaints.pause_rate: '%.50s' is not a fraction between 0 and 1", pr);
+        goto usage;
+    }
     if (!*lc_cfg_str(cfg, "redis.url")) {
         snprintf(err, sizeof err, "redis.url: must be set");
         goto usage;
@@ -66,6 +74,7 @@ int main(int argc, char **argv)
         .relay = lc_cfg_str(cfg, "sender.relay"),
         .batch_size = (long)lc_cfg_int(cfg, "sender.batch_size"),
         .stop = &stop_flag,
+        .pause_rate = pause_rate,
     };
     if (!*e.relay && !(e.dns = exp_dns_new(lc_cfg_str(cfg, "dns.servers"), err, sizeof err)))
         lc_fatal("%s", err);

@@ -9,8 +9,11 @@
  *
  * Writes: XADD lc:stream:deliveries {post, hosts, rcpts "SUBID ADDR\n..."} per batch; for a null MX, NXDOMAIN
  * or a domain without any mail server address, XADD lc:stream:bounces {rcpt, from "", post, sub, reply} per
- * recipient and HINCRBY lc:postdom:ID DOMAIN:bounced; the last transaction holds HSET lc:post:ID recipients N
- * state sending (done when nothing was queued), HINCRBY bounced/deferred and the XACK, so the state change and
+ * recipient and HINCRBY lc:postdom:ID DOMAIN:bounced; the recipients of a domain whose DNS failed temporarily
+ * after every attempt go into batches with hosts "" (no route yet: the sender defers them into its retry
+ * schedule, and each retry comes back for a fresh resolution, exp_reroute.c; SCHEMA.md "Delivery"); the last
+ * transaction holds HSET lc:post:ID recipients N state sending (done when nothing was queued), HINCRBY bounced
+ * and the XACK, so the state change and
  * the acknowledgement are one atomic step. Each transaction runs under WATCH of a fencing token
  * (lc:postexp:ID, see begin()), so an expander that lost the entry to another writes nothing more; the post
  * hash is not watched, since the sender updates it while later chunks are written. While a post is being expanded the
@@ -20,11 +23,19 @@
  * moderation notices): no HSCAN and no suppression check; the one recipient `to` (subscriber id `sub`) is routed
  * like any recipient and its batch carries the extra field `from` = `envelope_from` ("" for <>).
  *
+ * Complaint pause (issue 7; SCHEMA.md "Complaints"): before a list post is expanded, the list's `paused` field
+ * is read and, unless paused already, its complaint rate (LC_LUA_LIST_RATE: complaints / delivered over its
+ * latest posts) compared with complaints.pause_rate; at or above it the list gets paused=1, paused_reason and
+ * paused_at. A post of a paused list is not expanded and not acknowledged: it stays pending in the stream and
+ * exp_loop reads our pending entries again every EXP_PAUSE_RECHECK_MS, so it goes out within seconds of an
+ * operator clearing the pause (`listcast list resume LIST`). The check is here, not in bounce (which counts the
+ * complaints), so a pause takes effect for the very next post with no extra daemon or timer; notices are never
+ * paused (confirmations and help replies still go out).
+ *
  * Limits and known gaps: a transaction holds at most CHUNK_CMDS commands; a post needing several (over about
  * 100,000 recipients at the default batch size) that crashes between them is expanded again from the start,
- * so the batches of the first transactions are queued twice (at-least-once). Recipients of domains whose DNS
- * failed temporarily after every attempt are counted in `deferred` and logged, not queued: nothing retries
- * them yet. Addresses failing lc_addr_norm and bad subscriber ids are skipped with a warning.
+ * so the batches of the first transactions are queued twice (at-least-once). Addresses failing lc_addr_norm
+ * and bad subscriber ids are skipped with a warning.
  */
 #include "exp.h"
 
@@ -32,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lc_addr.h"
@@ -46,7 +58,7 @@
 #define TOUCH_MS 20000           /* XCLAIM our entry this often while working (XAUTOCLAIM takes 60 s idle) */
 #define WARN_MAX 10              /* warnings about bad subscriber entries per post */
 
-enum { PR_OK = 0, PR_STOP = 1, PR_CONN = -1, PR_DATA = -2, PR_DONE = 2, PR_WATCH = 3 };
+enum { PR_OK = 0, PR_STOP = 1, PR_CONN = -1, PR_DATA = -2, PR_DONE = 2, PR_WATCH = 3, PR_PAUSED = 4 };
 
 static const char *const bounce_reply[] = {
     [EXP_ROUTE_NULLMX] = "550 5.1.10 domain publishes a null MX (RFC 7505)",
@@ -189,6 +201,64 @@ static int load(struct post *p)
         return rc == PR_OK ? PR_DONE : rc;
     }
     return rc;
+}
+
+/* paused_check decides whether the post's list is paused (see the top comment): PR_OK to go on, PR_PAUSED to
+ * leave the entry pending, PR_CONN/PR_DATA on a Redis failure. */
+static int paused_check(struct post *p)
+{
+    static uint64_t logged[32]; /* posts whose wait was logged at info level (later rechecks: debug) */
+    static unsigned nlogged;
+    char lkey[LC_KEY_MAX], pkey[LC_KEY_MAX], reason[256];
+    if (lc_key_list(lkey, sizeof lkey, p->list) < 0 || lc_key_posts(pkey, sizeof pkey, p->list) < 0)
+        return PR_OK;
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HMGET %s paused paused_reason", lkey);
+    if (!r)
+        return fail(p, "HMGET paused");
+    int paused = r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+                 !strcmp(r->element[0]->str, "1");
+    snprintf(reason, sizeof reason, "%s",
+             paused && r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "paused by an operator");
+    freeReplyObject(r);
+    if (!paused) {
+        if (p->e->pause_rate <= 0)
+            return PR_OK;
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "EVAL %s 2 %s %s %d", LC_LUA_LIST_RATE, pkey, lkey,
+                         LC_RATE_WINDOW);
+        if (!r)
+            return fail(p, "EVAL list rate");
+        long long d = 0, c = 0;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->type == REDIS_REPLY_INTEGER) {
+            d = r->element[0]->integer;
+            c = r->element[1]->integer;
+        }
+        freeReplyObject(r);
+        if (d <= 0 || (double)c / (double)d < p->e->pause_rate)
+            return PR_OK;
+        snprintf(reason, sizeof reason,
+                 "complaint rate %.3f%% (%lld complaints / %lld delivered over the latest posts) reached "
+                 "complaints.pause_rate %.3f%%", 100.0 * (double)c / (double)d, c, d, 100.0 * p->e->pause_rate);
+        char now[24];
+        snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HSET %s paused 1 paused_reason %s paused_at %s", lkey,
+                         reason, now);
+        if (!r)
+            return fail(p, "HSET paused");
+        freeReplyObject(r);
+        lc_warn("list=%s paused: %s (resume: listcast list resume %s)", p->list, reason, p->list);
+    }
+    p->e->paused_waiting++;
+    int seen = 0;
+    for (unsigned i = 0; i < nlogged && i < 32; i++)
+        seen |= logged[i] == p->id;
+    if (seen) {
+        lc_debug("post=%s list=%s still paused: waiting", p->ids, p->list);
+    } else {
+        logged[nlogged++ % 32] = p->id;
+        lc_info("post=%s list=%s paused: not expanded, waiting (%s)", p->ids, p->list, reason);
+    }
+    return PR_PAUSED;
 }
 
 /* scan_page adds one HSCAN page (field/value pairs) to the recipient set. */
@@ -530,7 +600,8 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
     return rc;
 }
 
-/* write_failed queues bounces and counts deferrals for the domains that cannot be routed. */
+/* write_failed queues bounces for the domains that cannot be routed (temporary failures, queued with hosts ""
+ * by write_batches, are only counted for the log). */
 static int write_failed(struct post *p, const struct plan *pl, size_t ndom, struct totals *t)
 {
     struct exp_rcpts *s = p->e->rcpts;
@@ -539,8 +610,15 @@ static int write_failed(struct post *p, const struct plan *pl, size_t ndom, stru
         const struct exp_domain *dom = exp_rcpts_domain(s, di);
         if (st == EXP_ROUTE_OK)
             continue;
+        if (st == EXP_ROUTE_TEMP) { /* queued with hosts "" by write_batches: the sender counts the deferral */
+            lc_warn("post=%s domain=%s recipients=%" PRIu32 " temporary DNS failure: queued without a route "
+                    "(the sender defers them; each retry resolves the domain again)", p->ids, dom->name,
+                    dom->count);
+            t->deferred += dom->count;
+            continue;
+        }
         char field[300];
-        snprintf(field, sizeof field, "%s:%s", dom->name, st == EXP_ROUTE_TEMP ? "deferred" : "bounced");
+        snprintf(field, sizeof field, "%s:bounced", dom->name);
         char num[24];
         snprintf(num, sizeof num, "%" PRIu32, dom->count);
         const char *hv[4] = {"HINCRBY", p->domkey, field, num};
@@ -548,12 +626,6 @@ static int write_failed(struct post *p, const struct plan *pl, size_t ndom, stru
         int rc = add(p, 4, hv, hl);
         if (rc != PR_OK)
             return rc;
-        if (st == EXP_ROUTE_TEMP) {
-            lc_warn("post=%s domain=%s deferred=%" PRIu32 " reason=temporary DNS failure (not queued)", p->ids,
-                    dom->name, dom->count);
-            t->deferred += dom->count;
-            continue;
-        }
         const char *reply = bounce_reply[st];
         lc_info("post=%s domain=%s bounced=%" PRIu32 " reply=%s", p->ids, dom->name, dom->count, reply);
         t->bounced += dom->count;
@@ -576,14 +648,12 @@ static int write_failed(struct post *p, const struct plan *pl, size_t ndom, stru
 /* write_final queues the post's new state and the acknowledgement, and commits. */
 static int write_final(struct post *p, const struct totals *t)
 {
-    char n[24], b[24], d[24];
+    char n[24], b[24];
     snprintf(n, sizeof n, "%zu", t->rcpts);
     snprintf(b, sizeof b, "%zu", t->bounced);
-    snprintf(d, sizeof d, "%zu", t->deferred);
-    const char *state = (t->batches == 0 && t->deferred == 0) ? LC_PS_DONE : LC_PS_SENDING;
+    const char *state = t->batches == 0 ? LC_PS_DONE : LC_PS_SENDING; /* no-route batches count as batches */
     const char *hset[6] = {"HSET", p->key, "recipients", n, "state", state};
     const char *hb[4] = {"HINCRBY", p->key, "bounced", b};
-    const char *hd[4] = {"HINCRBY", p->key, "deferred", d};
     const char *xack[4] = {"XACK", LC_S_POSTS, LC_G_POSTS, p->entry};
     /* The sender may have finished every batch of an earlier chunk before this count lands. */
     const char *fin[4] = {"EVAL", LC_LUA_POST_DONE, "1", p->key};
@@ -596,10 +666,6 @@ static int write_final(struct post *p, const struct totals *t)
     for (int i = 0; i < 4; i++)
         l4[i] = strlen(hb[i]);
     if (t->bounced && (rc = add(p, 4, hb, l4)) != PR_OK)
-        return rc;
-    for (int i = 0; i < 4; i++)
-        l4[i] = strlen(hd[i]);
-    if (t->deferred && (rc = add(p, 4, hd, l4)) != PR_OK)
         return rc;
     for (int i = 0; i < 4; i++)
         l4[i] = strlen(fin[i]);
@@ -646,9 +712,12 @@ static int route_and_write(struct post *p, struct totals *t)
         rc = PR_STOP;
     struct plan pl = {names, routes};
     size_t nok = 0;
-    for (size_t i = 0; i < ndom && rc == PR_OK; i++)
-        if (routes[i].status == EXP_ROUTE_OK)
+    for (size_t i = 0; i < ndom && rc == PR_OK; i++) {
+        if (routes[i].status == EXP_ROUTE_TEMP)
+            routes[i].hosts = ""; /* no route yet: a batch the sender defers (SCHEMA.md "Delivery") */
+        if (routes[i].status == EXP_ROUTE_OK || routes[i].status == EXP_ROUTE_TEMP)
             order[nok++] = i;
+    }
     if (rc == PR_OK) {
         qsort_r(order, nok, sizeof *order, cmp_group, &pl);
         t->mx_hosts = count_hosts(routes, order, nok);
@@ -691,7 +760,7 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
         if (exp_rcpts_add(e->rcpts, p->to, strlen(p->to), p->to_sub) < 0)
             lc_panic("post=%s recipient set full with one recipient", p->ids);
         lc_info("post=%s notice to=<%s> sub=%" PRIu64 " from=<%s>", p->ids, p->to, p->to_sub, p->from);
-    } else if (rc == PR_OK) {
+    } else if (rc == PR_OK && (rc = paused_check(p)) == PR_OK) {
         rc = scan(p);
     }
     if (rc == PR_OK) {
@@ -703,7 +772,7 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
         rc = PR_CONN;
     if (rc == PR_OK)
         lc_info("post=%s expanded recipients=%zu domains=%zu batches=%zu mx_hosts=%zu dns_ms=%ld bounced=%zu "
-                "deferred=%zu suppressed=%zu invalid=%zu", p->ids, t.rcpts, exp_rcpts_ndomains(e->rcpts), t.batches,
+                "noroute=%zu suppressed=%zu invalid=%zu", p->ids, t.rcpts, exp_rcpts_ndomains(e->rcpts), t.batches,
                 t.mx_hosts, t.dns_ms, t.bounced, t.deferred, p->suppressed, p->invalid);
     if (p->dups)
         lc_debug("post=%s %zu duplicate subscriber entries dropped", p->ids, p->dups);

@@ -128,6 +128,20 @@
     "if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[6], 1) end "                                  \
     "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) return 1"
 
+/* LC_LUA_LIST_RATE: the list's complaint rate window (issue 7). EVAL with KEYS[1] = lc:posts:LIST, KEYS[2] =
+ * lc:list:LIST, ARGV[1] = LC_RATE_WINDOW. Sums `delivered` and `complaints` of the list's newest ARGV[1] posts
+ * whose id is above the list's `rate_after` (set when an operator resumes a paused list, so the complaints
+ * that caused the pause no longer count). Returns {delivered, complaints, posts counted}. */
+#define LC_RATE_WINDOW 1000
+#define LC_LUA_LIST_RATE                                                                                     \
+    "local after = tonumber(redis.call('HGET', KEYS[2], 'rate_after') or '0') or 0 "                         \
+    "local ids = redis.call('ZREVRANGE', KEYS[1], 0, (tonumber(ARGV[1]) or 1000) - 1) "                      \
+    "local d, c, n = 0, 0, 0 "                                                                               \
+    "for _, id in ipairs(ids) do local x = tonumber(id) if x and x > after then "                            \
+    "local v = redis.call('HMGET', 'lc:post:' .. id, 'delivered', 'complaints') "                            \
+    "d = d + (tonumber(v[1]) or 0) c = c + (tonumber(v[2]) or 0) n = n + 1 end end "                         \
+    "return {d, c, n}"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */

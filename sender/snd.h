@@ -58,6 +58,8 @@ struct redisReply;
 #define SND_REPLY_MAX 65536        /* one whole (multi-line) reply */
 #define SND_RETRY_POLL_MS 1000     /* due-retry poller period */
 #define SND_RETRY_MOVE 1000        /* recipients moved back to work per poll */
+/* the deferral of a recipient whose batch has no route (hosts "": the expander's DNS lookup failed temporarily) */
+#define SND_NOROUTE_REPLY "451 4.4.3 temporary DNS failure: no route to the recipient's domain yet"
 #define SND_TLSPOL_MS 30000        /* lc:tlspolicy reload period */
 #define SND_HDR_LINES_MAX 2048     /* per-recipient List-Unsubscribe lines */
 #define SND_COPY_HDR_MAX 16384     /* a copy's own header lines: DKIM-Signature fields and List-Unsubscribe */
@@ -263,7 +265,9 @@ int snd_retry_member(const struct snd_rcpt *r, int64_t now, struct lc_buf *b);
 /* snd_retry_attempts parses an entry's attempts field into the batch's recipients (by position). */
 void snd_retry_attempts(struct snd_batch *b, const char *s, size_t n);
 /* SND_LUA_RETRY_POLL moves due members of KEYS[1] (lc:retry) into KEYS[2] (lc:stream:deliveries), grouped by
- * post, hosts and from, at most ARGV[3] recipients per batch; ARGV[1] = now (unix s), ARGV[2] = max members. */
+ * post, hosts and from, at most ARGV[3] recipients per batch; ARGV[1] = now (unix s), ARGV[2] = max members.
+ * Members without hosts (no route: temporary DNS failure) go to KEYS[3] (lc:stream:posts) as reroute entries
+ * for the expander instead. Returns {members moved, of which rerouted}. */
 extern const char snd_lua_retry_poll[];
 
 /* ---- snd_tls.c: STARTTLS ---- */

@@ -9,6 +9,9 @@
  * Redis) is acknowledged without counting anything, with a warning. A recipient line whose address is not a
  * valid mailbox is bounced locally ("550 5.1.3"), so the bounce daemon sees it.
  * sender.relay, when set, replaces every batch's hosts. Host names must be numeric IPs (no DNS here).
+ * A batch with an empty hosts field has no route (the expander's DNS lookup failed temporarily): its recipients
+ * are deferred with SND_NOROUTE_REPLY (after the fallback relay on a first attempt), and their retries go back
+ * to the expander for a fresh lookup (snd_retry.c).
  * A notice batch carries `from`: the envelope sender of every recipient instead of VERP. A retry batch (from the
  * poller, snd_retry.c) carries `attempts`, one "ATTEMPTS FIRST" line per recipient line.
  * sender.fallback_relay, when set, is appended as the last target; only first attempts use it: a recipient whose
@@ -315,6 +318,9 @@ void snd_batch_start(struct snd_batch *b)
     }
     b->state = SND_B_SENDING;
     b->left = b->nrcpts;
+    /* hosts "": the expander found no route (temporary DNS failure); deferred at once (or, on a first attempt,
+     * tried at the fallback relay), and the retry poller hands them back to the expander */
+    int noroute = !*b->snd->relay && b->hosts && !b->hosts[strspn(b->hosts, " \t")];
     for (int i = 0; i < b->nrcpts; i++) {
         struct snd_rcpt *r = &b->rcpts[i];
         const char *at = strrchr(r->addr, '@');
@@ -332,7 +338,7 @@ void snd_batch_start(struct snd_batch *b)
             snd_rcpt_outcome(r, SND_O_BOUNCED, why);
             free(why);
         } else {
-            snd_rcpt_route(r, "no usable MX host for this batch");
+            snd_rcpt_route(r, noroute ? SND_NOROUTE_REPLY : "no usable MX host for this batch");
         }
     }
 }

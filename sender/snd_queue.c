@@ -15,7 +15,8 @@
  * once delivered+bounced reaches recipients. `deferred` counts recipients waiting for a retry: a first attempt
  * deferred adds one, a retried recipient that ends delivered or bounced takes one off, a retry deferred again
  * changes nothing (the same for DOMAIN:deferred).
- * Every SND_RETRY_POLL_MS the write connection runs the due-retry poller (SND_LUA_RETRY_POLL), and every
+ * Every SND_RETRY_POLL_MS the write connection runs the due-retry poller (SND_LUA_RETRY_POLL: due recipients
+ * back to lc:stream:deliveries, or, those without a route, to lc:stream:posts for the expander), and every
  * SND_TLSPOL_MS it reloads the STARTTLS policy table (HGETALL lc:tlspolicy); the reader starts only after the
  * first load, so no batch is sent under a policy not yet known.
  * Failures: either connection reconnects on its own with backoff (SND_REDIS_BACKOFF_MIN doubling to _MAX);
@@ -638,11 +639,20 @@ static void on_poll(redisAsyncContext *ac, void *r, void *pd)
     q->polling = 0;
     if (q->snd->stopping || !reply)
         return;
+    long long moved = 0, rerouted = 0;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[1]->type == REDIS_REPLY_INTEGER) {
+        moved = reply->element[0]->integer;
+        rerouted = reply->element[1]->integer;
+    }
     if (reply->type == REDIS_REPLY_ERROR)
         lc_warn("redis: retry poller: %s", reply->str);
-    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
-        lc_info("retry: %lld due recipients moved back to %s", (long long)reply->integer, LC_S_DELIVERIES);
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= SND_RETRY_MOVE)
+    else if (moved > rerouted)
+        lc_info("retry: %lld due recipients moved back to %s", moved - rerouted, LC_S_DELIVERIES);
+    if (rerouted > 0)
+        lc_info("retry: %lld due recipients without a route sent to %s for a fresh DNS lookup", rerouted,
+                LC_S_POSTS);
+    if (moved >= SND_RETRY_MOVE)
         q->next_poll = 0; /* more are due: go on at the next tick */
 }
 
@@ -654,8 +664,8 @@ static void retry_poll(struct snd_queue *q)
     snprintf(now, sizeof now, "%lld", (long long)snd_now());
     snprintf(max, sizeof max, "%d", SND_RETRY_MOVE);
     snprintf(bs, sizeof bs, "%d", q->snd->batch_size);
-    q->polling = cmd(q->wr, on_poll, q, 8, "EVAL", snd_lua_retry_poll, "2", LC_K_RETRY, LC_S_DELIVERIES, now, max,
-                     bs) == 0;
+    q->polling = cmd(q->wr, on_poll, q, 9, "EVAL", snd_lua_retry_poll, "3", LC_K_RETRY, LC_S_DELIVERIES, LC_S_POSTS,
+                     now, max, bs) == 0;
 }
 
 static void on_tlspol(redisAsyncContext *ac, void *r, void *pd)

@@ -13,6 +13,10 @@
  * The poller (SND_LUA_RETRY_POLL, run every SND_RETRY_POLL_MS by snd_queue.c) moves due members back into
  * lc:stream:deliveries atomically, rebuilt as batches grouped by post, hosts and sender, each entry with the
  * extra field `attempts` ("ATTEMPTS FIRST" a line, in the order of its rcpts lines). Any sender may run it.
+ * Members whose HOSTS is empty had no route (the expander's DNS lookup failed temporarily, snd_batch.c defers
+ * such a batch with SND_NOROUTE_REPLY): the same script writes them, grouped the same way, as reroute entries
+ * {post, rcpts, attempts[, from]} to lc:stream:posts, so the expander resolves their domains afresh
+ * (expander/exp_reroute.c) and writes their batches, with `attempts` carried through.
  * Limits: SND_RETRY_MOVE members per poll; a member is at most LC_ADDR_MAX + the hosts field + 100 octets.
  */
 #include "snd.h"
@@ -27,7 +31,7 @@
 
 const char snd_lua_retry_poll[] =
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2])) "
-    "if #due == 0 then return 0 end "
+    "if #due == 0 then return {0, 0} end "
     "local bs = tonumber(ARGV[3]) "
     "local groups, order = {}, {} "
     "for _, m in ipairs(due) do "
@@ -43,8 +47,18 @@ const char snd_lua_retry_poll[] =
     "    g.n = g.n + 1 g.r[g.n] = f[2] .. ' ' .. f[5] g.a[g.n] = f[3] .. ' ' .. f[4] "
     "  end "
     "end "
+    "local rerouted = 0 "
     "for _, g in ipairs(order) do "
-    "  if string.sub(g.from, 1, 1) == 'F' then "
+    "  if string.find(g.hosts, '^%s*$') then "
+    "    rerouted = rerouted + g.n "
+    "    if string.sub(g.from, 1, 1) == 'F' then "
+    "      redis.call('XADD', KEYS[3], '*', 'post', g.post, 'rcpts', table.concat(g.r, '\\n'), "
+    "        'attempts', table.concat(g.a, '\\n'), 'from', string.sub(g.from, 2)) "
+    "    else "
+    "      redis.call('XADD', KEYS[3], '*', 'post', g.post, 'rcpts', table.concat(g.r, '\\n'), "
+    "        'attempts', table.concat(g.a, '\\n')) "
+    "    end "
+    "  elseif string.sub(g.from, 1, 1) == 'F' then "
     "    redis.call('XADD', KEYS[2], '*', 'post', g.post, 'hosts', g.hosts, 'rcpts', table.concat(g.r, '\\n'), "
     "      'attempts', table.concat(g.a, '\\n'), 'from', string.sub(g.from, 2)) "
     "  else "
@@ -53,7 +67,7 @@ const char snd_lua_retry_poll[] =
     "  end "
     "end "
     "for i = 1, #due, 500 do redis.call('ZREM', KEYS[1], unpack(due, i, math.min(i + 499, #due))) end "
-    "return #due";
+    "return {#due, rerouted}";
 
 int64_t snd_now(void)
 {

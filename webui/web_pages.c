@@ -50,6 +50,7 @@ static const char style_css[] =
     ".state{font-size:.8em;padding:.1em .5em;border-radius:.8em;background:#e3e6ea}\n"
     ".state-sending{background:#fff1c2}.state-done{background:#d5f2dc}\n"
     ".empty{color:#5c6675;font-style:italic}\n"
+    "td.warn{color:#a4262c;font-weight:600}\n"
     "footer{padding:1em 1.5em;color:#5c6675;font-size:.85em}\n"
     "code{background:#eef0f3;padding:0 .3em}\n"
     "header h1 a{color:#fff;text-decoration:none}header nav{float:right;margin-top:-1.6em}\n"
@@ -89,12 +90,17 @@ struct dash {
     size_t nlists, total_lists;
     struct lc_post_view posts[WEB_POSTS];
     size_t nposts;
+    double warn_rate, pause_rate; /* complaints.warn_rate / pause_rate (issue 7); a bad value reads as 0 */
 };
 
 /* load_dash reads everything the page shows under the Redis lock; 0 or -1 (err). */
 static int load_dash(struct web_app *app, struct dash *d, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
+    if (lc_view_rate_parse(lc_cfg_str(app->cfg, "complaints.warn_rate"), &d->warn_rate) < 0)
+        d->warn_rate = 0;
+    if (lc_view_rate_parse(lc_cfg_str(app->cfg, "complaints.pause_rate"), &d->pause_rate) < 0)
+        d->pause_rate = 0;
     redisContext *rc = web_db_get(app->db, err, errlen);
     int rcode = -1;
     if (rc) {
@@ -144,6 +150,25 @@ static void list_link(struct lc_buf *b, const char *list, const char *suffix)
     lc_buf_puts(b, suffix);
 }
 
+/* td_complaints renders a list's complaint rate cell: the rate, a warning class at warn_rate or pause_rate, and
+ * "paused" when the expander paused the list (resume: `listcast post resume LIST`). */
+static void td_complaints(struct lc_buf *b, const struct dash *d, const struct lc_list_view *v)
+{
+    const char *lvl = lc_view_rate_level(v->rate_complaints, v->rate_delivered, d->warn_rate, d->pause_rate);
+    int warn = v->paused || !strcmp(lvl, "warn") || !strcmp(lvl, "pause");
+    lc_buf_printf(b, "<td class=\"num complaints%s\" title=\"complaints / delivered, latest posts\">",
+                  warn ? " warn" : "");
+    if (v->rate_delivered > 0)
+        lc_buf_printf(b, "%.3f%%", 100.0 * (double)v->rate_complaints / (double)v->rate_delivered);
+    else
+        lc_buf_puts(b, "-");
+    if (warn && !v->paused)
+        lc_buf_puts(b, " &#9888;");
+    if (v->paused)
+        lc_buf_puts(b, " <strong class=\"paused\">paused</strong>");
+    lc_buf_puts(b, "</td>");
+}
+
 static void render_lists(struct lc_buf *b, const struct web_req *req, const struct dash *d)
 {
     lc_buf_puts(b, "<section><h2>Lists</h2>\n");
@@ -151,7 +176,8 @@ static void render_lists(struct lc_buf *b, const struct web_req *req, const stru
         lc_buf_puts(b, "<p class=\"empty\">No lists yet.</p>\n");
     } else {
         lc_buf_puts(b, "<table id=\"lists\"><thead><tr><th>List</th><th>Policy</th><th>Owner</th><th class=\"num\">"
-                       "Subscribers</th><th class=\"num\">Active</th><th class=\"num\">Posts</th><th></th></tr>"
+                       "Subscribers</th><th class=\"num\">Active</th><th class=\"num\">Posts</th><th class=\"num\">"
+                       "Complaints</th><th></th></tr>"
                        "</thead><tbody>\n");
         for (size_t i = 0; i < d->nlists; i++) {
             const struct lc_list_view *v = &d->lists[i];
@@ -165,6 +191,7 @@ static void render_lists(struct lc_buf *b, const struct web_req *req, const stru
             td_num(b, v->members);
             td_num(b, v->active);
             td_num(b, v->posts);
+            td_complaints(b, d, v);
             lc_buf_puts(b, "<td><a href=\"");
             list_link(b, v->address, "/subscribers");
             lc_buf_puts(b, "\">subscribers</a></td></tr>\n");
