@@ -690,7 +690,9 @@ static void check_dkim(struct doc *d, const char *const *extra, int nextra)
         *dot = 0;
         struct sel *s = sel_get(sels, &n, selname);
         if (s && s->nkeys < 2) {
-            snprintf(s->file[s->nkeys], sizeof s->file[0], "%s/%s", dir, de->d_name);
+            int w = snprintf(s->file[s->nkeys], sizeof s->file[0], "%s/%s", dir, de->d_name);
+            if (w < 0 || (size_t)w >= sizeof s->file[0])
+                continue; /* a path too long to hold: not a key we could read */
             s->alg[s->nkeys++] = alg;
         }
     }
