@@ -6,7 +6,8 @@
 #   2. parse+classify messages/s on one core over shared/corpus/bounces/eml (looped for SECONDS, default 5);
 #   3. Sisimai (Perl, Debian libsisimai-perl) on the same files in the same run, when installed;
 #   4. end-to-end bounces/s: DSNs over SMTP to VERP addresses -> listd -> Redis (appendfsync always) ->
-#      listcast-bounce -> every subscriber hash updated (bench/bounce_e2e.py, N_BOUNCES default 5000).
+#      listcast-bounce -> every subscriber hash updated (bench/bounce_e2e.py, N_BOUNCES default 5000);
+#   5. the same N DSNs accepted first, then listcast-bounce started: the daemon's own bounces/s (--drain).
 # Prints the figures; exits non-zero only if something could not run.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,3 +41,5 @@ fi
 
 echo "== end to end: $n DSNs over SMTP -> listd -> Redis (appendfsync always) -> listcast-bounce"
 python3 "$here/bounce_e2e.py" "$build" "$n" "$conns"
+echo "== listcast-bounce alone: $n DSNs accepted first, then the daemon started (its own rate, listd not in the way)"
+python3 "$here/bounce_e2e.py" "$build" "$n" "$conns" --drain

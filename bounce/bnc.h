@@ -17,6 +17,45 @@
 /* bnc_report_add appends a zeroed entry (reason "undefined") to r; NULL when r holds BNC_MAX_RCPTS. */
 struct bnc_rcpt *bnc_report_add(struct bnc_report *r);
 
+/* Bytes of one decoded part the parser looks at; bytes of report text scanned for recipients. */
+#define BNC_PART_MAX (1024u * 1024u)
+#define BNC_TEXT_SCAN (256u * 1024u)
+#define BNC_DSN_PARTS 8 /* delivery-status parts read from one message (multi-report files) */
+
+/* Which path bnc_parse takes (per thread; tests and the fuzz target compare them): AUTO tries the scanner of
+ * bnc_fast.c first and falls back to the GMime walk, GMIME never uses the scanner, FAST never uses GMime (a
+ * message the scanner declines gives no entry). */
+enum bnc_path { BNC_PATH_AUTO = 0, BNC_PATH_GMIME, BNC_PATH_FAST };
+void bnc_parse_set_path(enum bnc_path p);
+/* bnc_parse_fast_hits returns how many messages the scanner answered on this thread so far. */
+unsigned long bnc_parse_fast_hits(void);
+
+/* What the rules after the MIME walk need of a message's headers: values as GMime gives them (unfolded,
+ * RFC 2047 decoded, trimmed; the first of repeated headers), NULL when absent. */
+struct bnc_view {
+    const char *from, *to, *rp, *xfr, *apple, *autosub, *prec, *subject;
+    int has_ar_hdr;         /* X-Autoreply, X-Autorespond or X-Vacation present */
+    int has_orig;           /* an attached message (message/rfc822) */
+    const char *orig_to;    /* its To */
+    int has_arf;            /* a message/feedback-report part */
+};
+
+/* bnc_analyse applies the rules after the MIME walk to one message s[0..len) (bnc_parse.c): the report text is
+ * text, else html made text, else the raw body; the delivery-status bodies (in document order) give entries,
+ * else SES, Apple unsubscribe, a DSN block in the text, the ARF report (arf, hdrs: its text/rfc822-headers
+ * part), free text or an auto-reply. Shared by the GMime walk and the fast scanner, so both decide alike.
+ * Takes ownership of text, html and bodies[]. Returns 1 when the delivery-status bodies gave entries; with
+ * dsn_only, stops (r unchanged) when they gave none. */
+int bnc_analyse(struct bnc_report *r, const char *s, size_t len, char *text, size_t tlen, char *html, size_t hlen,
+                char **bodies, const size_t *blens, int nb, const struct bnc_view *v, const char *arf, size_t alen,
+                const char *hdrs, size_t hdrlen, int dsn_only);
+
+/* ---- bnc_fast.c ---- */
+
+/* bnc_fast_parse reads one well-formed multipart report without GMime (see bnc_fast.c for what it accepts).
+ * Returns 1 when it answered (entries added to r), 0 when it declined (r unchanged: use the GMime path). */
+int bnc_fast_parse(struct bnc_report *r, const char *s, size_t len);
+
 /* ---- bnc_ses.c ---- */
 
 /* bnc_ses_parse adds the entries of an Amazon SES JSON notification found in text (bare, or inside an SNS

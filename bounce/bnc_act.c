@@ -10,21 +10,26 @@
  * subscriber, else the entry is dropped (a forged or altered bounce changes nothing). A listd entry without a
  * VERP rcpt is dropped too; a sender reply entry may carry the plain recipient address (it comes from our
  * own sender, which signed nothing for it to check).
- * A failure updates lc:sub:LIST:ADDR in one MULTI/EXEC (WATCHed, so the disable decision sees the score it
- * adds to) that also acknowledges and deletes the entry: a crash before EXEC leaves the entry pending and
- * nothing written, a crash after leaves nothing to redo. The list's policy (lc:list:LIST bounce_hard,
- * bounce_soft, bounce_threshold, bounce_stale_days; defaults 1, 0.5, 5, 7) decides: bounce_score += hard or
- * soft, after a reset to 0 when the last bounce is older than the stale period (decay); the subscriber is
- * disabled (status disabled, removed from lc:active:LIST, probe=pending for the probe sender) when the score
- * reaches the threshold or a hard bounce says the address is dead (userunknown, hostunknown, hasmoved).
+ * Entries are handled a batch at a time (one XREADGROUP of up to BNC_READ_COUNT): the subscribers are looked
+ * up in one pipelined round, the messages parsed, then every entry's update is sent pipelined, so one AOF fsync
+ * covers many bounces. A failure updates lc:sub:LIST:ADDR with one Lua script (LC_LUA_BOUNCE_FAIL in schema/,
+ * no WATCH: it reads the score it adds to) that also acknowledges and deletes the entry: a crash before it runs
+ * leaves the entry pending and nothing written, a crash after leaves nothing to redo. The list's policy
+ * (lc:list:LIST bounce_hard, bounce_soft, bounce_threshold, bounce_stale_days; defaults 1, 0.5, 5, 7) decides:
+ * bounce_score += hard or soft, after a reset to 0 when the last bounce is older than the stale period (decay);
+ * the subscriber is disabled (status disabled, removed from lc:active:LIST, probe=pending for the probe sender)
+ * when the score reaches the threshold or a hard bounce says the address is dead (userunknown, hostunknown, hasmoved).
  * Every failure also counts in the list's report hashes (lc:bncstat:{reason,domain,post}:LIST) and the list's
  * `bounces` counter.
  * lc:post:ID bounced is counted only for listd's entries (the sender already counted its own 5xx replies), and
- * moves the recipient out of delivered, once per post and subscriber (LC_LUA_POST_DSN in schema/).
- * An ARF complaint unsubscribes (status unsubscribed, HDEL lc:active:LIST), suppresses the address (SADD
- * lc:suppress) and counts in the list's and the post's `complaints` and the report hashes. Delay notices,
- * auto-replies and messages that name no failure change nothing and are logged.
- * Limits: COUNT BNC_READ_COUNT entries a read (messages are at most 10 MiB each), WATCH retries bounded.
+ * moves the recipient out of delivered, once per post and subscriber (the LC_LUA_POST_DSN rule).
+ * An ARF complaint (LC_LUA_BOUNCE_COMPLAINT, which acknowledges the entry too) unsubscribes (status
+ * unsubscribed, HDEL lc:active:LIST), suppresses the address (SADD lc:suppress) and counts in the list's and
+ * the post's `complaints` and the report hashes. Delay notices, auto-replies and messages that name no failure
+ * change nothing and are logged.
+ * Entries that change nothing are acknowledged and deleted in a MULTI/EXEC of their own, in the same pipeline.
+ * Limits: COUNT BNC_READ_COUNT entries a read (messages are at most smtp.max_message_size each, so a batch of
+ * large messages can hold much memory for one round).
  */
 #include "bnc.h"
 
@@ -44,16 +49,11 @@
 #include "lc_secret.h"
 #include "lc_verp.h"
 
-#define BNC_READ_COUNT "5"
+#define BNC_READ_COUNT "128" /* entries a batch: one fsync covers up to this many bounces */
 #define BNC_BLOCK_MS "1000"
 #define BNC_CLAIM_IDLE_MS "60000"
 #define BNC_CLAIM_EVERY_MS 30000
 #define BNC_CLAIM_ROUNDS 20
-#define BNC_DEF_HARD 1.0        /* per-list defaults (lc:list:LIST bounce_* fields override) */
-#define BNC_DEF_SOFT 0.5
-#define BNC_DEF_THRESHOLD 5.0
-#define BNC_DEF_STALE_DAYS 7.0
-#define BNC_WATCH_TRIES 5
 #define BNC_CMD_TIMEOUT_MS 15000
 
 struct bnc_daemon {
@@ -66,6 +66,9 @@ struct bnc_daemon {
     char pending_cursor[64];
     int64_t next_claim_ms;
     int fails;              /* consecutive connection failures, for backoff */
+    char sha_fail[48];      /* SHA1 of LC_LUA_BOUNCE_FAIL / LC_LUA_BOUNCE_COMPLAINT, loaded on connect */
+    char sha_complaint[48];
+    int reload;             /* a NOSCRIPT reply: reconnect (and load the scripts again) */
 };
 
 /* The fields of one stream entry (pointers into the reply; msg/reply may hold NULs). */
@@ -149,34 +152,19 @@ static void append(struct bnc_daemon *d, const char **argv)
     redisAppendCommandArgv(d->rc, argc, argv, NULL);
 }
 
-/* Read n queued replies; the last one is returned (caller frees), the others must not be errors.
- * Returns NULL on a lost connection (dropped) or an error reply (logged). */
-static redisReply *collect(struct bnc_daemon *d, int n)
+/* SCRIPT LOAD a script into the connection's server; its SHA1 goes to sha. 0 or -1 (err). */
+static int load_script(struct bnc_daemon *d, const char *script, char *sha, size_t shalen, char *err, size_t errlen)
 {
-    redisReply *last = NULL;
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        void *v = NULL;
-        if (redisGetReply(d->rc, &v) != REDIS_OK || !v) {
-            if (last)
-                freeReplyObject(last);
-            drop_connection(d, d->rc->errstr[0] ? d->rc->errstr : "connection lost");
-            return NULL;
-        }
-        redisReply *r = v;
-        if (r->type == REDIS_REPLY_ERROR) {
-            lc_warn("redis: %.*s", (int)r->len, r->str);
-            bad = 1;
-        }
-        if (last)
-            freeReplyObject(last);
-        last = r;
-    }
-    if (bad && last) {
-        freeReplyObject(last);
-        return NULL;
-    }
-    return last;
+    const char *a[] = {"SCRIPT", "LOAD", script};
+    redisReply *r = redisCommandArgv(d->rc, 3, a, NULL);
+    int ok = r && r->type == REDIS_REPLY_STRING && r->len < shalen;
+    if (ok)
+        snprintf(sha, shalen, "%s", r->str);
+    else
+        snprintf(err, errlen, "redis: SCRIPT LOAD: %s", r ? (r->str ? r->str : "unexpected reply") : d->rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 static int ensure_connected(struct bnc_daemon *d, volatile sig_atomic_t *stop)
@@ -184,7 +172,9 @@ static int ensure_connected(struct bnc_daemon *d, volatile sig_atomic_t *stop)
     char err[256];
     while (!d->rc && !*stop) {
         d->rc = lc_redis_connect(d->url, BNC_CMD_TIMEOUT_MS, err, sizeof err);
-        if (d->rc && lc_redis_group(d->rc, LC_S_BOUNCES, LC_G_BOUNCES, err, sizeof err) == 0) {
+        if (d->rc && lc_redis_group(d->rc, LC_S_BOUNCES, LC_G_BOUNCES, err, sizeof err) == 0 &&
+            load_script(d, LC_LUA_BOUNCE_FAIL, d->sha_fail, sizeof d->sha_fail, err, sizeof err) == 0 &&
+            load_script(d, LC_LUA_BOUNCE_COMPLAINT, d->sha_complaint, sizeof d->sha_complaint, err, sizeof err) == 0) {
             if (d->fails)
                 lc_info("redis: connected again");
             d->fails = 0;
@@ -250,56 +240,30 @@ static void entry_fields(struct entry *e, const redisReply *f)
     }
 }
 
-/* Acknowledge and delete an entry that changes nothing. */
-static int finish(struct bnc_daemon *d, const char *id)
-{
-    const char *a1[] = {"MULTI", NULL};
-    const char *a2[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
-    const char *a3[] = {"XDEL", LC_S_BOUNCES, id, NULL};
-    const char *a4[] = {"EXEC", NULL};
-    append(d, a1);
-    append(d, a2);
-    append(d, a3);
-    append(d, a4);
-    redisReply *r = collect(d, 4);
-    if (!r)
-        return d->rc ? STEP_OK : STEP_REDIS;
-    freeReplyObject(r);
-    return STEP_OK;
-}
+/* ---- one batch ----
+ *
+ * A batch is the entries of one XREADGROUP (or XAUTOCLAIM) reply. Round 1 checks every entry's fields and
+ * VERP address and pipelines one HGET lc:subids per remaining entry (reads: no fsync); then every message is
+ * parsed and classified on this thread; round 2 pipelines one command group per entry, each of which writes
+ * the entry's effects and its XACK+XDEL atomically: LC_LUA_BOUNCE_FAIL / LC_LUA_BOUNCE_COMPLAINT by EVALSHA,
+ * or MULTI XACK XDEL EXEC for an entry that changes nothing. Redis answers them after one AOF fsync per read
+ * of the pipeline instead of one per entry. A crash anywhere leaves each entry either untouched and pending or
+ * applied and acknowledged; Lua scripts run in order, so two bounces of one subscriber in a batch add up. */
+
+enum job_kind { JOB_ACK = 0, JOB_LOOKUP, JOB_FAIL, JOB_COMPLAINT, JOB_SKIP /* left pending */ };
+
+struct job {
+    const char *id;
+    struct entry e;
+    struct outcome o;
+    enum job_kind kind;
+    struct bnc_rcpt f;  /* the failure or complaint to apply */
+    long long now;
+};
 
 static int is_dead_reason(const char *reason)
 {
     return !strcmp(reason, "userunknown") || !strcmp(reason, "hostunknown") || !strcmp(reason, "hasmoved");
-}
-
-/* A list's bounce policy (lc:list:LIST fields, defaults when absent or out of range). */
-struct policy {
-    double hard, soft, threshold;
-    long stale_s;
-};
-
-static double field_num(const redisReply *v, double def, double min, double max)
-{
-    if (!v || v->type != REDIS_REPLY_STRING || !v->len)
-        return def;
-    char *end;
-    double x = strtod(v->str, &end);
-    if (*end || x != x || x < min || x > max)
-        return def;
-    return x;
-}
-
-static void policy_of(const redisReply *r, struct policy *p)
-{
-    const redisReply *e[4] = {NULL, NULL, NULL, NULL};
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 4)
-        for (int i = 0; i < 4; i++)
-            e[i] = r->element[i];
-    p->hard = field_num(e[0], BNC_DEF_HARD, 0, 1000);
-    p->soft = field_num(e[1], BNC_DEF_SOFT, 0, 1000);
-    p->threshold = field_num(e[2], BNC_DEF_THRESHOLD, 0.001, 1e6);
-    p->stale_s = (long)(field_num(e[3], BNC_DEF_STALE_DAYS, 0, 36500) * 86400.0);
 }
 
 /* The domain part of an address ("" when none). */
@@ -307,211 +271,6 @@ static const char *domain_of(const char *addr)
 {
     const char *at = strrchr(addr, '@');
     return at ? at + 1 : "";
-}
-
-/* Format a score the way HINCRBYFLOAT does for our values: no trailing zeros ("1", "0.5", "4.5"). */
-static void fmt_score(char *out, size_t n, double v)
-{
-    snprintf(out, n, "%.6f", v);
-    char *dot = strchr(out, '.');
-    if (dot) {
-        char *e = out + strlen(out) - 1;
-        while (e > dot && *e == '0')
-            *e-- = 0;
-        if (e == dot)
-            *e = 0;
-    }
-}
-
-/* Apply one failure to the subscriber (see the file comment). */
-static int apply_failure(struct bnc_daemon *d, const char *id, const struct outcome *o, const struct bnc_rcpt *f)
-{
-    char subkey[LC_KEY_MAX], activekey[LC_KEY_MAX], postkey[LC_KEY_MAX], bnckey[LC_KEY_MAX], listkey[LC_KEY_MAX];
-    char rkey[LC_KEY_MAX], dkey[LC_KEY_MAX], pkey[LC_KEY_MAX];
-    char postid[24], subid[24], now[24], scorestr[32];
-    if (lc_key_sub(subkey, sizeof subkey, o->list, o->addr) < 0 ||
-        lc_key_active(activekey, sizeof activekey, o->list) < 0 || lc_key_post(postkey, sizeof postkey, o->post) < 0 ||
-        lc_key_postbnc(bnckey, sizeof bnckey, o->post) < 0 || lc_key_list(listkey, sizeof listkey, o->list) < 0 ||
-        lc_key_bncstat(rkey, sizeof rkey, "reason", o->list) < 0 ||
-        lc_key_bncstat(dkey, sizeof dkey, "domain", o->list) < 0 ||
-        lc_key_bncstat(pkey, sizeof pkey, "post", o->list) < 0) {
-        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " dropped: key too long", o->post, o->sub);
-        return finish(d, id);
-    }
-    snprintf(postid, sizeof postid, "%" PRIu64, o->post);
-    snprintf(subid, sizeof subid, "%" PRIu64, o->sub);
-    time_t tnow = time(NULL);
-    snprintf(now, sizeof now, "%lld", (long long)tnow);
-    const char *status = f->status[0] ? f->status : "-";
-
-    for (int attempt = 0; attempt < BNC_WATCH_TRIES; attempt++) {
-        const char *w[] = {"WATCH", subkey, NULL};
-        const char *g[] = {"HMGET", subkey, "status", "bounce_score", "last_bounce_at", NULL};
-        const char *x[] = {"EXISTS", postkey, NULL};
-        const char *l[] = {"HMGET", listkey, "bounce_hard", "bounce_soft", "bounce_threshold", "bounce_stale_days",
-                           NULL};
-        append(d, w);
-        append(d, g);
-        append(d, x);
-        append(d, l);
-        void *v;
-        redisReply *rr[4] = {NULL, NULL, NULL, NULL};
-        int got = 0;
-        for (; got < 4 && redisGetReply(d->rc, &v) == REDIS_OK && v; got++)
-            rr[got] = v;
-        if (got < 4) {
-            for (int i = 0; i < got; i++)
-                freeReplyObject(rr[i]);
-            drop_connection(d, d->rc->errstr[0] ? d->rc->errstr : "connection lost");
-            return STEP_REDIS;
-        }
-        redisReply *rg = rr[1], *rx = rr[2];
-        char cur_status[32] = "";
-        double score = 0;
-        long long last_at = 0;
-        int have_sub = 0, post_exists = rx->type == REDIS_REPLY_INTEGER && rx->integer == 1;
-        if (rg->type == REDIS_REPLY_ARRAY && rg->elements == 3) {
-            if (rg->element[0]->type == REDIS_REPLY_STRING) {
-                have_sub = 1;
-                snprintf(cur_status, sizeof cur_status, "%.31s", rg->element[0]->str);
-            }
-            if (rg->element[1]->type == REDIS_REPLY_STRING)
-                score = strtod(rg->element[1]->str, NULL);
-            if (rg->element[2]->type == REDIS_REPLY_STRING)
-                last_at = strtoll(rg->element[2]->str, NULL, 10);
-        }
-        struct policy pol;
-        policy_of(rr[3], &pol);
-        for (int i = 0; i < 4; i++)
-            freeReplyObject(rr[i]);
-        if (!have_sub) {
-            const char *u[] = {"UNWATCH", NULL};
-            redisReply *r = cmd(d, 1, u);
-            if (!r)
-                return d->rc ? STEP_OK : STEP_REDIS;
-            freeReplyObject(r);
-            lc_warn("bounce post=%s sub=%s rcpt=<%s> dropped: no subscriber hash", postid, subid, o->addr);
-            return finish(d, id);
-        }
-        /* decay: a score whose last bounce is stale starts again */
-        int stale = score > 0 && last_at > 0 && pol.stale_s > 0 && (long long)tnow - last_at > pol.stale_s;
-        if (stale || score != score || score < 0)
-            score = 0;
-        double newscore = score + (f->hard ? pol.hard : pol.soft);
-        fmt_score(scorestr, sizeof scorestr, newscore);
-        int active = !strcmp(cur_status, LC_ST_ACTIVE);
-        int dead = f->hard && is_dead_reason(f->reason);
-        int disable = (active || !strcmp(cur_status, LC_ST_DISABLED)) && (newscore >= pol.threshold || dead);
-        const char *why = dead ? f->reason : "threshold";
-
-        const char *m[] = {"MULTI", NULL};
-        const char *c1[] = {"HSET", subkey, "bounce_score", scorestr, NULL};
-        const char *c2[] = {"HINCRBY", subkey, "bounces", "1", NULL};
-        const char *c3[] = {"HSET", subkey, "last_bounce_reason", f->reason, "last_bounce_at", now,
-                            "last_bounce_status", status, NULL};
-        const char *c4[] = {"EVAL", LC_LUA_POST_DSN, "2", postkey, bnckey, subid, NULL};
-        const char *c5[] = {"HSET", subkey, "status", LC_ST_DISABLED, "disabled_at", now, "disabled_reason", why,
-                            "probe", "pending", NULL};
-        const char *c6[] = {"HDEL", activekey, o->addr, NULL};
-        const char *s1[] = {"HINCRBY", rkey, f->reason, "1", NULL};
-        const char *s2[] = {"HINCRBY", dkey, domain_of(o->addr), "1", NULL};
-        const char *s3[] = {"HINCRBY", pkey, postid, "1", NULL};
-        const char *s4[] = {"HINCRBY", listkey, "bounces", "1", NULL};
-        const char *c7[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
-        const char *c8[] = {"XDEL", LC_S_BOUNCES, id, NULL};
-        const char *e[] = {"EXEC", NULL};
-        int n = 0;
-        append(d, m), n++;
-        append(d, c1), n++;
-        append(d, c2), n++;
-        append(d, c3), n++;
-        if (o->from_listd && post_exists)
-            append(d, c4), n++;
-        if (disable && active)
-            append(d, c5), n++;
-        if (disable)
-            append(d, c6), n++;
-        append(d, s1), n++;
-        append(d, s2), n++;
-        if (o->post)
-            append(d, s3), n++;
-        append(d, s4), n++;
-        append(d, c7), n++;
-        append(d, c8), n++;
-        append(d, e), n++;
-        redisReply *r = collect(d, n);
-        if (!r)
-            return d->rc ? STEP_OK : STEP_REDIS; /* an error reply: logged, entry stays pending */
-        if (r->type == REDIS_REPLY_NIL) {
-            freeReplyObject(r); /* the subscriber changed under us: read it again */
-            continue;
-        }
-        freeReplyObject(r);
-        lc_info("bounce post=%s sub=%s rcpt=<%s> status=%s reason=%s hard=%d score=%s%s", postid, subid, o->addr,
-                status, f->reason, f->hard, scorestr, stale ? " (stale score reset)" : "");
-        if (disable && active)
-            lc_info("sub=%s list=%s rcpt=<%s> disabled score=%s reason=%s probe=pending", subid, o->list, o->addr,
-                    scorestr, why);
-        return STEP_OK;
-    }
-    lc_warn("bounce post=%s sub=%s rcpt=<%s> left pending: subscriber kept changing", postid, subid, o->addr);
-    return STEP_OK;
-}
-
-/* An ARF complaint: the subscriber is unsubscribed, the address gets no more mail from any list, and the
- * complaint counts against the list and the post. */
-static int apply_complaint(struct bnc_daemon *d, const char *id, const struct outcome *o, const struct bnc_rcpt *f)
-{
-    char activekey[LC_KEY_MAX], subkey[LC_KEY_MAX], listkey[LC_KEY_MAX], postkey[LC_KEY_MAX];
-    char rkey[LC_KEY_MAX], dkey[LC_KEY_MAX], pkey[LC_KEY_MAX], postid[24], now[24];
-    if (lc_key_active(activekey, sizeof activekey, o->list) < 0 || lc_key_sub(subkey, sizeof subkey, o->list, o->addr) < 0 ||
-        lc_key_list(listkey, sizeof listkey, o->list) < 0 || lc_key_post(postkey, sizeof postkey, o->post) < 0 ||
-        lc_key_bncstat(rkey, sizeof rkey, "reason", o->list) < 0 ||
-        lc_key_bncstat(dkey, sizeof dkey, "domain", o->list) < 0 ||
-        lc_key_bncstat(pkey, sizeof pkey, "post", o->list) < 0)
-        return finish(d, id);
-    snprintf(postid, sizeof postid, "%" PRIu64, o->post);
-    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
-    const char *x[] = {"EXISTS", postkey, NULL};
-    redisReply *rx = cmd(d, 2, x);
-    if (!rx)
-        return d->rc ? STEP_OK : STEP_REDIS;
-    int post_exists = rx->type == REDIS_REPLY_INTEGER && rx->integer == 1;
-    freeReplyObject(rx);
-    const char *m[] = {"MULTI", NULL};
-    const char *c1[] = {"SADD", LC_K_SUPPRESS, o->addr, NULL};
-    const char *c2[] = {"HDEL", activekey, o->addr, NULL};
-    const char *c3[] = {"HSET", subkey, "status", LC_ST_UNSUBSCRIBED, "complained_at", now, NULL};
-    const char *c4[] = {"HINCRBY", listkey, "complaints", "1", NULL};
-    const char *c5[] = {"HINCRBY", postkey, "complaints", "1", NULL};
-    const char *s1[] = {"HINCRBY", rkey, "feedback", "1", NULL};
-    const char *s2[] = {"HINCRBY", dkey, domain_of(o->addr), "1", NULL};
-    const char *s3[] = {"HINCRBY", pkey, postid, "1", NULL};
-    const char *c6[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, id, NULL};
-    const char *c7[] = {"XDEL", LC_S_BOUNCES, id, NULL};
-    const char *e[] = {"EXEC", NULL};
-    int n = 0;
-    append(d, m), n++;
-    append(d, c1), n++;
-    append(d, c2), n++;
-    append(d, c3), n++;
-    append(d, c4), n++;
-    if (post_exists)
-        append(d, c5), n++;
-    append(d, s1), n++;
-    append(d, s2), n++;
-    if (o->post)
-        append(d, s3), n++;
-    append(d, c6), n++;
-    append(d, c7), n++;
-    append(d, e), n++;
-    redisReply *r = collect(d, n);
-    if (!r)
-        return d->rc ? STEP_OK : STEP_REDIS;
-    freeReplyObject(r);
-    lc_info("complaint post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s unsubscribed suppressed", o->post, o->sub,
-            o->addr, f->diag);
-    return STEP_OK;
 }
 
 /* Pick the report entry that speaks about the subscriber: a failure naming the address, else the first
@@ -533,83 +292,85 @@ static const struct bnc_rcpt *pick(const struct bnc_report *rep, const char *add
     return first ? first : feedback;
 }
 
-static int handle_entry(struct bnc_daemon *d, const char *id, const redisReply *fields)
+/* Round 1, before the lookup: fields and VERP check. Leaves j->kind JOB_LOOKUP, or JOB_ACK (logged). */
+static void job_check(struct bnc_daemon *d, struct job *j, const redisReply *fields)
 {
-    struct entry e;
-    struct outcome o;
-    memset(&e, 0, sizeof e);
-    memset(&o, 0, sizeof o);
-    e.id = id;
+    struct entry *e = &j->e;
+    struct outcome *o = &j->o;
+    j->kind = JOB_ACK;
+    e->id = j->id;
     if (!fields || fields->type != REDIS_REPLY_ARRAY)
-        return finish(d, id); /* deleted while pending */
-    entry_fields(&e, fields);
-    if (parse_u64(e.post, &o.post) < 0 || parse_u64(e.sub, &o.sub) < 0 || (!e.msg && !e.reply)) {
-        lc_warn("bounce entry=%s dropped: missing or bad fields", id);
-        return finish(d, id);
+        return; /* deleted while pending */
+    entry_fields(e, fields);
+    if (parse_u64(e->post, &o->post) < 0 || parse_u64(e->sub, &o->sub) < 0 || (!e->msg && !e->reply)) {
+        lc_warn("bounce entry=%s dropped: missing or bad fields", j->id);
+        return;
     }
-    o.from_listd = e.msg != NULL;
+    o->from_listd = e->msg != NULL;
 
     /* the VERP address must be ours and name this post and subscriber */
     size_t plen = strlen(LC_VERP_PREFIX);
-    if (e.rcpt && e.rcpt_len >= plen && !strncasecmp(e.rcpt, LC_VERP_PREFIX, plen)) {
+    if (e->rcpt && e->rcpt_len >= plen && !strncasecmp(e->rcpt, LC_VERP_PREFIX, plen)) {
         uint64_t vp = 0, vs = 0;
-        int v = lc_verp_decode(d->secret, e.rcpt, e.rcpt_len, &vp, &vs);
-        if (v < 0 || vp != o.post || vs != o.sub) {
+        int v = lc_verp_decode(d->secret, e->rcpt, e->rcpt_len, &vp, &vs);
+        if (v < 0 || vp != o->post || vs != o->sub) {
             const char *why = v == -2 ? "forged" : v < 0 ? "malformed" : "mismatched";
-            lc_warn("bounce entry=%s post=%" PRIu64 " sub=%" PRIu64 " dropped: %s VERP address <%.*s>", id, o.post,
-                    o.sub, why, (int)(e.rcpt_len > 200 ? 200 : e.rcpt_len), e.rcpt);
-            return finish(d, id);
+            lc_warn("bounce entry=%s post=%" PRIu64 " sub=%" PRIu64 " dropped: %s VERP address <%.*s>", j->id,
+                    o->post, o->sub, why, (int)(e->rcpt_len > 200 ? 200 : e->rcpt_len), e->rcpt);
+            return;
         }
-    } else if (o.from_listd) {
-        lc_warn("bounce entry=%s post=%" PRIu64 " sub=%" PRIu64 " dropped: not a VERP address", id, o.post, o.sub);
-        return finish(d, id);
+    } else if (o->from_listd) {
+        lc_warn("bounce entry=%s post=%" PRIu64 " sub=%" PRIu64 " dropped: not a VERP address", j->id, o->post,
+                o->sub);
+        return;
     }
+    j->kind = JOB_LOOKUP;
+}
 
-    /* who is it */
-    const char *h[] = {"HGET", LC_K_SUBIDS, e.sub, NULL};
-    redisReply *r = cmd(d, 3, h);
-    if (!r)
-        return d->rc ? STEP_OK : STEP_REDIS;
-    const char *sp = r->type == REDIS_REPLY_STRING ? memchr(r->str, ' ', r->len) : NULL;
+/* After the lookup: who it is (r = HGET lc:subids reply), then what happened. Sets j->kind. */
+static void job_classify(struct job *j, const redisReply *r)
+{
+    struct outcome *o = &j->o;
+    struct entry *e = &j->e;
+    j->kind = JOB_ACK;
+    const char *sp = r && r->type == REDIS_REPLY_STRING ? memchr(r->str, ' ', r->len) : NULL;
     size_t llen = sp ? (size_t)(sp - r->str) : 0, alen = sp ? r->len - llen - 1 : 0;
     if (!sp || llen == 0 || llen > LC_ADDR_MAX || alen == 0 || alen > LC_ADDR_MAX) {
-        freeReplyObject(r);
-        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " dropped: unknown subscriber id", o.post, o.sub);
-        return finish(d, id);
+        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " dropped: unknown subscriber id", o->post, o->sub);
+        return;
     }
-    memcpy(o.list, r->str, llen);
-    o.list[llen] = 0;
-    memcpy(o.addr, sp + 1, alen);
-    o.addr[alen] = 0;
-    freeReplyObject(r);
+    memcpy(o->list, r->str, llen);
+    o->list[llen] = 0;
+    memcpy(o->addr, sp + 1, alen);
+    o->addr[alen] = 0;
 
-    /* what happened */
-    if (e.reply) {
-        struct bnc_rcpt f;
+    if (e->reply) {
         char text[BNC_DIAG_LEN * 4];
-        size_t n = e.reply_len < sizeof text - 1 ? e.reply_len : sizeof text - 1;
-        memcpy(text, e.reply, n);
+        size_t n = e->reply_len < sizeof text - 1 ? e->reply_len : sizeof text - 1;
+        memcpy(text, e->reply, n);
         text[n] = 0;
-        if (bnc_classify_reply(text, &f) < 0) {
-            lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> ignored: not a failure reply", o.post, o.sub,
-                    o.addr);
-            return finish(d, id);
+        if (bnc_classify_reply(text, &j->f) < 0) {
+            lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> ignored: not a failure reply", o->post,
+                    o->sub, o->addr);
+            return;
         }
-        return apply_failure(d, id, &o, &f);
+        j->kind = JOB_FAIL;
+        return;
     }
     struct bnc_report *rep = NULL;
     char err[160];
-    if (bnc_parse(e.msg, e.msg_len, &rep, err, sizeof err) < 0) {
-        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> ignored: %s", o.post, o.sub, o.addr, err);
+    if (bnc_parse(e->msg, e->msg_len, &rep, err, sizeof err) < 0) {
+        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> ignored: %s", o->post, o->sub, o->addr, err);
         bnc_report_free(rep);
-        return finish(d, id);
+        return;
     }
-    const struct bnc_rcpt *f = pick(rep, o.addr);
-    int rc;
+    const struct bnc_rcpt *f = pick(rep, o->addr);
     if (f && f->action == BNC_FAILED) {
-        rc = apply_failure(d, id, &o, f);
+        j->f = *f;
+        j->kind = JOB_FAIL;
     } else if (f && f->action == BNC_FEEDBACK) {
-        rc = apply_complaint(d, id, &o, f);
+        j->f = *f;
+        j->kind = JOB_COMPLAINT;
     } else {
         const char *what = "no failure reported";
         const char *st = "";
@@ -621,34 +382,200 @@ static int handle_entry(struct bnc_daemon *d, const char *id, const redisReply *
             }
         if (bnc_report_kind(rep) == BNC_K_AUTOREPLY)
             what = "auto-reply";
-        lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s%s%s kind=%s: no change", o.post, o.sub, o.addr,
-                what, *st ? " status=" : "", st, bnc_kind_name(bnc_report_kind(rep)));
-        rc = finish(d, id);
+        lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s%s%s kind=%s: no change", o->post, o->sub,
+                o->addr, what, *st ? " status=" : "", st, bnc_kind_name(bnc_report_kind(rep)));
     }
     bnc_report_free(rep);
-    return rc;
 }
 
-/* Handle an array of [id, fields] entries; returns the number handled or STEP_REDIS. last_id gets the id of
- * the last entry seen (for the pending cursor). */
+/* The keys of the list and post a job touches (both scripts use them); -1 when one is too long. */
+struct job_keys {
+    char sub[LC_KEY_MAX], active[LC_KEY_MAX], post[LC_KEY_MAX], postbnc[LC_KEY_MAX], list[LC_KEY_MAX];
+    char reason[LC_KEY_MAX], domain[LC_KEY_MAX], bpost[LC_KEY_MAX];
+};
+
+static int job_keys(const struct outcome *o, struct job_keys *k)
+{
+    if (lc_key_sub(k->sub, sizeof k->sub, o->list, o->addr) < 0 ||
+        lc_key_active(k->active, sizeof k->active, o->list) < 0 || lc_key_post(k->post, sizeof k->post, o->post) < 0 ||
+        lc_key_postbnc(k->postbnc, sizeof k->postbnc, o->post) < 0 ||
+        lc_key_list(k->list, sizeof k->list, o->list) < 0 ||
+        lc_key_bncstat(k->reason, sizeof k->reason, "reason", o->list) < 0 ||
+        lc_key_bncstat(k->domain, sizeof k->domain, "domain", o->list) < 0 ||
+        lc_key_bncstat(k->bpost, sizeof k->bpost, "post", o->list) < 0) {
+        lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " dropped: key too long", o->post, o->sub);
+        return -1;
+    }
+    return 0;
+}
+
+/* Round 2: queue the job's command group; returns the number of replies it will produce. */
+static int job_queue(struct bnc_daemon *d, struct job *j)
+{
+    char postid[24], subid[24], now[24];
+    struct job_keys *k = NULL;
+    if (j->kind == JOB_FAIL || j->kind == JOB_COMPLAINT) {
+        k = lc_malloc(sizeof *k);
+        if (job_keys(&j->o, k) < 0)
+            j->kind = JOB_ACK;
+    }
+    snprintf(postid, sizeof postid, "%" PRIu64, j->o.post);
+    snprintf(subid, sizeof subid, "%" PRIu64, j->o.sub);
+    j->now = (long long)time(NULL);
+    snprintf(now, sizeof now, "%lld", j->now);
+    int n;
+    if (j->kind == JOB_SKIP) {
+        n = 0;
+    } else if (j->kind == JOB_FAIL) {
+        const struct bnc_rcpt *f = &j->f;
+        const char *dead = f->hard && is_dead_reason(f->reason) ? f->reason : "";
+        const char *a[] = {"EVALSHA", d->sha_fail, "9", k->sub, k->active, k->post, k->postbnc, k->list, k->reason,
+                           k->domain, k->bpost, LC_S_BOUNCES, j->id, LC_G_BOUNCES, subid, j->o.addr, f->reason,
+                           f->hard ? "1" : "0", dead, f->status[0] ? f->status : "-", now,
+                           j->o.from_listd ? "1" : "0", j->o.post ? postid : "", domain_of(j->o.addr), NULL};
+        append(d, a);
+        n = 1;
+    } else if (j->kind == JOB_COMPLAINT) {
+        const char *a[] = {"EVALSHA", d->sha_complaint, "9", LC_K_SUPPRESS, k->active, k->sub, k->list, k->post,
+                           k->reason, k->domain, k->bpost, LC_S_BOUNCES, j->id, LC_G_BOUNCES, j->o.addr, now,
+                           domain_of(j->o.addr), j->o.post ? postid : "", NULL};
+        append(d, a);
+        n = 1;
+    } else {
+        const char *a1[] = {"MULTI", NULL};
+        const char *a2[] = {"XACK", LC_S_BOUNCES, LC_G_BOUNCES, j->id, NULL};
+        const char *a3[] = {"XDEL", LC_S_BOUNCES, j->id, NULL};
+        const char *a4[] = {"EXEC", NULL};
+        append(d, a1);
+        append(d, a2);
+        append(d, a3);
+        append(d, a4);
+        n = 4;
+    }
+    free(k);
+    return n;
+}
+
+/* Round 2: read the job's replies (n of them) and log the outcome. Returns STEP_REDIS on a lost connection;
+ * an error reply is logged and leaves the entry pending (a NOSCRIPT also reconnects, which loads the scripts
+ * again and re-reads the pending entries). */
+static int job_reply(struct bnc_daemon *d, struct job *j, int n)
+{
+    redisReply *last = NULL;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(d->rc, &v) != REDIS_OK || !v) {
+            if (last)
+                freeReplyObject(last);
+            drop_connection(d, d->rc->errstr[0] ? d->rc->errstr : "connection lost");
+            return STEP_REDIS;
+        }
+        redisReply *r = v;
+        if (r->type == REDIS_REPLY_ERROR) {
+            lc_warn("bounce entry=%s left pending: redis: %.*s", j->id, (int)r->len, r->str);
+            if (!strncmp(r->str, "NOSCRIPT", 8))
+                d->reload = 1;
+            bad = 1;
+        }
+        if (last)
+            freeReplyObject(last);
+        last = r;
+    }
+    if (bad || !last) {
+        if (last)
+            freeReplyObject(last);
+        return STEP_OK;
+    }
+    const struct outcome *o = &j->o;
+    const struct bnc_rcpt *f = &j->f;
+    if (j->kind == JOB_FAIL) {
+        if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1 && last->element[0]->type == REDIS_REPLY_INTEGER &&
+            last->element[0]->integer == 0) {
+            lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> dropped: no subscriber hash", o->post, o->sub,
+                    o->addr);
+        } else if (last->type == REDIS_REPLY_ARRAY && last->elements == 4 &&
+                   last->element[1]->type == REDIS_REPLY_STRING) {
+            const char *score = last->element[1]->str;
+            int disabled = last->element[2]->type == REDIS_REPLY_INTEGER && last->element[2]->integer == 1;
+            int stale = last->element[3]->type == REDIS_REPLY_INTEGER && last->element[3]->integer == 1;
+            const char *status = f->status[0] ? f->status : "-";
+            lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> status=%s reason=%s hard=%d score=%s%s",
+                    o->post, o->sub, o->addr, status, f->reason, f->hard, score, stale ? " (stale score reset)" : "");
+            if (disabled)
+                lc_info("sub=%" PRIu64 " list=%s rcpt=<%s> disabled score=%s reason=%s probe=pending", o->sub, o->list,
+                        o->addr, score, f->hard && is_dead_reason(f->reason) ? f->reason : "threshold");
+        }
+    } else if (j->kind == JOB_COMPLAINT) {
+        lc_info("complaint post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s unsubscribed suppressed", o->post, o->sub,
+                o->addr, f->diag);
+    }
+    freeReplyObject(last);
+    return STEP_OK;
+}
+
+/* Handle an array of [id, fields] entries as one batch; returns the number handled or STEP_REDIS. last_id
+ * gets the id of the last entry seen (for the pending cursor). */
 static int handle_entries(struct bnc_daemon *d, const redisReply *entries, char *last_id, size_t last_len,
                           volatile sig_atomic_t *stop)
 {
-    int n = 0;
-    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+    if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0 || *stop)
         return 0;
-    for (size_t i = 0; i < entries->elements && !*stop; i++) {
+    size_t cap = entries->elements;
+    struct job *jobs = lc_calloc(cap, sizeof *jobs);
+    int *nrep = lc_calloc(cap, sizeof *nrep);
+    size_t nj = 0;
+    int rc = STEP_OK;
+    for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *en = entries->element[i];
         if (en->type != REDIS_REPLY_ARRAY || en->elements < 1 || en->element[0]->type != REDIS_REPLY_STRING)
             continue;
-        const char *id = en->element[0]->str;
+        struct job *j = &jobs[nj++];
+        j->id = en->element[0]->str;
         if (last_id)
-            snprintf(last_id, last_len, "%s", id);
-        if (handle_entry(d, id, en->elements > 1 ? en->element[1] : NULL) == STEP_REDIS)
-            return STEP_REDIS;
-        n++;
+            snprintf(last_id, last_len, "%s", j->id);
+        job_check(d, j, en->elements > 1 ? en->element[1] : NULL);
+        if (j->kind == JOB_LOOKUP) {
+            const char *h[] = {"HGET", LC_K_SUBIDS, j->e.sub, NULL};
+            append(d, h);
+        }
     }
-    return n;
+    /* round 1: who they are, then what happened to them */
+    for (size_t i = 0; i < nj; i++) {
+        if (jobs[i].kind != JOB_LOOKUP)
+            continue;
+        void *v = NULL;
+        if (redisGetReply(d->rc, &v) != REDIS_OK || !v) {
+            drop_connection(d, d->rc->errstr[0] ? d->rc->errstr : "connection lost");
+            rc = STEP_REDIS;
+            goto out;
+        }
+        redisReply *r = v;
+        if (r->type == REDIS_REPLY_ERROR) {
+            lc_warn("bounce entry=%s left pending: redis: HGET: %.*s", jobs[i].id, (int)r->len, r->str);
+            jobs[i].kind = JOB_SKIP;
+        } else {
+            job_classify(&jobs[i], r);
+        }
+        freeReplyObject(r);
+    }
+    /* round 2: every entry's effects and acknowledgement, pipelined */
+    for (size_t i = 0; i < nj; i++)
+        nrep[i] = job_queue(d, &jobs[i]);
+    for (size_t i = 0; i < nj; i++)
+        if (job_reply(d, &jobs[i], nrep[i]) == STEP_REDIS) {
+            rc = STEP_REDIS;
+            goto out;
+        }
+    if (d->reload) {
+        d->reload = 0;
+        drop_connection(d, "script cache flushed");
+        rc = STEP_REDIS;
+    }
+out:
+    free(jobs);
+    free(nrep);
+    return rc == STEP_REDIS ? STEP_REDIS : (int)nj;
 }
 
 /* One XREADGROUP: own pending entries first (cursor), then new ones. */

@@ -23,12 +23,9 @@
 
 #include "bnc.h"
 
-#define BNC_PART_MAX (1024u * 1024u) /* bytes of one decoded part we look at */
-#define BNC_TEXT_SCAN (256u * 1024u) /* bytes of report text scanned for recipients */
 #define BNC_FIELD_MAX 2048           /* bytes kept of one DSN field value */
 #define BNC_HITS_MAX 64
 #define BNC_MBOX_MAX 8               /* messages read from one mbox-style input */
-#define BNC_DSN_PARTS 8              /* delivery-status parts read from one message (multi-report files) */
 
 struct bnc_report {
     enum bnc_kind kind;
@@ -592,10 +589,10 @@ static void field_value(const char *body, size_t len, const char *field, char *o
 
 /* Apple Mail's unsubscribe request ("X-Apple-Unsubscribe: true", sent by the recipient's client to the
  * List-Unsubscribe mailto: address): a complaint-like opt-out by its From address. */
-static int apple_unsubscribe(struct bnc_report *r, GMimeMessage *m)
+static int apple_unsubscribe(struct bnc_report *r, const struct bnc_view *v)
 {
-    const char *h = g_mime_object_get_header(GMIME_OBJECT(m), "X-Apple-Unsubscribe");
-    const char *from = g_mime_object_get_header(GMIME_OBJECT(m), "From");
+    const char *h = v->apple;
+    const char *from = v->from;
     if (!h || strncasecmp(h, "true", 4) != 0 || !from)
         return 0;
     struct bnc_rcpt *e = bnc_report_add(r);
@@ -609,7 +606,7 @@ static int apple_unsubscribe(struct bnc_report *r, GMimeMessage *m)
     return 1;
 }
 
-static void parse_arf(struct bnc_report *r, const char *body, size_t len, GMimeMessage *orig, const char *hdrs,
+static void parse_arf(struct bnc_report *r, const char *body, size_t len, const char *orig_to, const char *hdrs,
                       size_t hlen)
 {
     char v[BNC_FIELD_MAX], addr[BNC_ADDR_LEN] = "", type[BNC_FIELD_MAX];
@@ -636,11 +633,8 @@ static void parse_arf(struct bnc_report *r, const char *body, size_t len, GMimeM
     if (n)
         return;
     addr[0] = 0;
-    if (!addr[0] && orig) {
-        const char *to = g_mime_object_get_header(GMIME_OBJECT(orig), "To");
-        if (to)
-            bnc_addr_extract(to, strlen(to), addr, 0);
-    }
+    if (!addr[0] && orig_to)
+        bnc_addr_extract(orig_to, strlen(orig_to), addr, 0);
     if (!addr[0] && hdrs) {
         field_value(hdrs, hlen, "To", v, sizeof v);
         if (v[0])
@@ -664,20 +658,20 @@ static void lower_addr_of(const char *hdr, char *out)
         bnc_addr_extract(hdr, strlen(hdr), out, 0);
 }
 
-static void parse_text(struct bnc_report *r, const char *text, size_t len, GMimeMessage *msg, GMimeMessage *orig)
+static void parse_text(struct bnc_report *r, const char *text, size_t len, const struct bnc_view *v)
 {
     static __thread struct bnc_hit hits[BNC_HITS_MAX];
     char from[BNC_ADDR_LEN], to[BNC_ADDR_LEN], rp[BNC_ADDR_LEN];
-    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "From"), from);
-    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "To"), to);
-    lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(msg), "Return-Path"), rp);
+    lower_addr_of(v->from, from);
+    lower_addr_of(v->to, to);
+    lower_addr_of(v->rp, rp);
     const char *exclude[] = {from, to, rp, NULL};
 
     size_t end = bnc_text_end(text, len);
     int nh = bnc_text_scan(text, end, exclude, hits, BNC_HITS_MAX);
     /* X-Failed-Recipients (Exim, Google) names the failed addresses outright: it wins over addresses found
      * in a text that may name only the sender (localised Google Groups notices) */
-    const char *xfr = g_mime_object_get_header(GMIME_OBJECT(msg), "X-Failed-Recipients");
+    const char *xfr = v->xfr;
     if (xfr) {
         static __thread struct bnc_hit xh[BNC_HITS_MAX];
         int nx = 0;
@@ -703,17 +697,17 @@ static void parse_text(struct bnc_report *r, const char *text, size_t len, GMime
     }
     if (nh == 0) {
         /* Exim names them in a header; else the returned message's To: */
-        const char *xf = g_mime_object_get_header(GMIME_OBJECT(msg), "X-Failed-Recipients");
+        const char *xf = v->xfr;
         char a[BNC_ADDR_LEN] = "";
         if (xf)
             bnc_addr_extract(xf, strlen(xf), a, 0);
-        if (!a[0] && orig)
-            lower_addr_of(g_mime_object_get_header(GMIME_OBJECT(orig), "To"), a);
+        if (!a[0] && v->has_orig)
+            lower_addr_of(v->orig_to, a);
         if (!a[0] && end < len) {
-            char v[BNC_FIELD_MAX];
-            field_value(text + end, len - end, "To", v, sizeof v);
-            if (v[0])
-                bnc_addr_extract(v, strlen(v), a, 1);
+            char val[BNC_FIELD_MAX];
+            field_value(text + end, len - end, "To", val, sizeof val);
+            if (val[0])
+                bnc_addr_extract(val, strlen(val), a, 1);
         }
         bnc_copy(hits[0].addr, sizeof hits[0].addr, a);
         hits[0].off = 0;
@@ -802,6 +796,45 @@ static size_t first_message(const char *s, size_t len)
 
 static void parse_one(struct bnc_report *r, const char *s, size_t len);
 
+static __thread enum bnc_path path_mode;
+static __thread unsigned long fast_hits;
+
+void bnc_parse_set_path(enum bnc_path p)
+{
+    path_mode = p;
+}
+
+unsigned long bnc_parse_fast_hits(void)
+{
+    return fast_hits;
+}
+
+/* The raw body of s[0..len) (after the first blank line, capped at BNC_TEXT_SCAN) as a new string, or NULL
+ * when there is no blank line: the text of a message without a usable text part. */
+static char *raw_body(const char *s, size_t len, size_t *tlen)
+{
+    *tlen = 0;
+    const char *body = NULL;
+    for (size_t i = 0; i + 1 < len; i++)
+        if (s[i] == '\n' && (s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < len && s[i + 2] == '\n'))) {
+            body = s + i + 1;
+            break;
+        }
+    if (!body)
+        return NULL;
+    size_t n = (size_t)(s + len - body);
+    if (n > BNC_TEXT_SCAN)
+        n = BNC_TEXT_SCAN;
+    char *text = malloc(n + 1);
+    if (!text)
+        abort();
+    memcpy(text, body, n);
+    text[n] = 0;
+    *tlen = n;
+    return text;
+}
+
+
 int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -840,6 +873,14 @@ int bnc_parse(const void *msg, size_t len, struct bnc_report **out, char *err, s
 static void parse_one(struct bnc_report *r, const char *s, size_t len)
 {
     len = bounded_len(s, len);
+    if (path_mode != BNC_PATH_GMIME) {
+        if (bnc_fast_parse(r, s, len)) {
+            fast_hits++;
+            return;
+        }
+        if (path_mode == BNC_PATH_FAST)
+            return;
+    }
 
     GMimeStream *stream = g_mime_stream_mem_new_with_buffer(s, len);
     GMimeParser *parser = g_mime_parser_new_with_stream(stream);
@@ -848,69 +889,99 @@ static void parse_one(struct bnc_report *r, const char *s, size_t len)
     g_object_unref(parser);
     if (!m)
         return;
-    size_t start_n = r->n;
 
     struct walk w;
     memset(&w, 0, sizeof w);
     walk(&w, g_mime_message_get_mime_part(m), 0);
 
-    size_t tlen = 0;
-    char *text = NULL;
+    size_t tlen = 0, hlen = 0;
+    char *text = NULL, *html = NULL;
     if (w.text)
         text = part_text(w.text, &tlen);
-    if ((!text || !tlen) && w.html) {
-        free(text);
-        text = part_text(w.html, &tlen);
-        if (text)
-            html_to_text(text, &tlen);
-    }
+    if ((!text || !tlen) && w.html)
+        html = part_text(w.html, &hlen);
 
+    struct bnc_view v;
+    memset(&v, 0, sizeof v);
+    GMimeObject *mo = GMIME_OBJECT(m);
+    v.from = g_mime_object_get_header(mo, "From");
+    v.to = g_mime_object_get_header(mo, "To");
+    v.rp = g_mime_object_get_header(mo, "Return-Path");
+    v.xfr = g_mime_object_get_header(mo, "X-Failed-Recipients");
+    v.apple = g_mime_object_get_header(mo, "X-Apple-Unsubscribe");
+    v.autosub = g_mime_object_get_header(mo, "Auto-Submitted");
+    v.prec = g_mime_object_get_header(mo, "Precedence");
+    v.subject = g_mime_message_get_subject(m);
+    v.has_ar_hdr = g_mime_object_get_header(mo, "X-Autoreply") != NULL ||
+                   g_mime_object_get_header(mo, "X-Autorespond") != NULL ||
+                   g_mime_object_get_header(mo, "X-Vacation") != NULL;
+    v.has_orig = w.orig != NULL;
+    v.orig_to = w.orig ? g_mime_object_get_header(GMIME_OBJECT(w.orig), "To") : NULL;
+
+    char *bodies[BNC_DSN_PARTS];
+    size_t blens[BNC_DSN_PARTS];
+    int nb = 0;
+    for (int k = 0; k < w.ndsn; k++)
+        if ((bodies[nb] = part_bytes(w.dsn[k], &blens[nb])))
+            nb++;
+    size_t alen = 0, hdrlen = 0;
+    v.has_arf = w.arf != NULL;
+    char *arf = w.arf ? part_bytes(w.arf, &alen) : NULL;
+    char *hdrs = w.arf && w.headers ? part_bytes(w.headers, &hdrlen) : NULL;
+    bnc_analyse(r, s, len, text, tlen, html, hlen, bodies, blens, nb, &v, arf, alen, hdrs, hdrlen, 0);
+    free(arf);
+    free(hdrs);
+    g_object_unref(m);
+}
+
+/* The rules after the MIME walk, shared by the GMime path and the fast scanner (bnc_fast.c): the report text is
+ * text (else html made text, else the raw body of s[0..len)); the delivery-status bodies give entries; without
+ * them an SES notification, an Apple unsubscribe, a DSN block in the text, the ARF report (arf, with hdrs, its
+ * text/rfc822-headers part), and last the free-text recognisers or the auto-reply check. Takes ownership of
+ * text, html and bodies[]. Returns 1 when the delivery-status bodies gave entries. */
+int bnc_analyse(struct bnc_report *r, const char *s, size_t len, char *text, size_t tlen, char *html, size_t hlen,
+                char **bodies, const size_t *blens, int nb, const struct bnc_view *v, const char *arf, size_t alen,
+                const char *hdrs, size_t hdrlen, int dsn_only)
+{
+    size_t start_n = r->n;
+    if ((!text || !tlen) && html) {
+        /* no usable text part: the html one made text, else (or a multipart whose boundary is never used) the
+         * raw body */
+        free(text);
+        text = html;
+        tlen = hlen;
+        html_to_text(text, &tlen);
+    } else {
+        free(html);
+    }
     if (!text || !tlen) {
-        /* no usable text part (or a multipart whose boundary is never used): the raw body */
         free(text);
-        text = NULL;
-        tlen = 0;
-        const char *body = NULL;
-        for (size_t i = 0; i + 1 < len; i++)
-            if (s[i] == '\n' && (s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < len && s[i + 2] == '\n'))) {
-                body = s + i + 1;
-                break;
-            }
-        if (body) {
-            tlen = (size_t)(s + len - body);
-            if (tlen > BNC_TEXT_SCAN)
-                tlen = BNC_TEXT_SCAN;
-            text = malloc(tlen + 1);
-            if (!text)
-                abort();
-            memcpy(text, body, tlen);
-            text[tlen] = 0;
-        }
+        text = raw_body(s, len, &tlen);
     }
-
     if (text)
         text = jis_to_utf8(text, &tlen);
-    const char *from = g_mime_object_get_header(GMIME_OBJECT(m), "From");
-    const char *subject = g_mime_message_get_subject(m);
+    const char *from = v->from;
+    const char *subject = v->subject;
 
-    for (int k = 0; k < w.ndsn; k++) {
-        size_t blen;
-        char *body = part_bytes(w.dsn[k], &blen);
-        if (body)
-            body = jis_to_utf8(body, &blen);
-        if (body) {
-            size_t end = text ? bnc_text_end(text, tlen) : 0;
-            parse_dsn(r, body, blen, text, end);
-            free(body);
-        }
+    for (int k = 0; k < nb; k++) {
+        size_t blen = blens[k];
+        char *body = jis_to_utf8(bodies[k], &blen);
+        size_t end = text ? bnc_text_end(text, tlen) : 0;
+        parse_dsn(r, body, blen, text, end);
+        free(body);
         if (r->n > start_n)
             r->kind = BNC_K_DSN;
     }
-    if (r->n == start_n && !w.arf && text && bnc_ses_parse(r, text, tlen) == 0)
+    int dsn = r->n > start_n;
+    if (dsn_only && !dsn) {
+        free(text);
+        return 0;
+    }
+    if (r->n == start_n && !v->has_arf && text && bnc_ses_parse(r, text, tlen) == 0)
         r->kind = r->v[start_n].action == BNC_FEEDBACK ? BNC_K_ARF : BNC_K_DSN;
-    if (r->n == start_n && !w.arf && apple_unsubscribe(r, m))
+    if (r->n == start_n && !v->has_arf && apple_unsubscribe(r, v))
         r->kind = BNC_K_ARF;
-    if (r->n == start_n && !w.arf && text) {
+    if (r->n == start_n && !v->has_arf && text) {
         size_t blen;
         char *body = find_dsn_block(text, tlen, &blen);
         if (body) {
@@ -921,37 +992,27 @@ static void parse_one(struct bnc_report *r, const char *s, size_t len)
         if (r->n > start_n)
             r->kind = BNC_K_DSN;
     }
-    if (r->n == start_n && w.arf) {
-        size_t blen, hlen = 0;
-        char *body = part_bytes(w.arf, &blen);
-        char *hdrs = w.headers ? part_bytes(w.headers, &hlen) : NULL;
-        if (body) {
-            parse_arf(r, body, blen, w.orig, hdrs, hlen);
-            r->kind = BNC_K_ARF;
-        }
-        free(body);
-        free(hdrs);
+    if (r->n == start_n && v->has_arf && arf) {
+        parse_arf(r, arf, alen, v->orig_to, hdrs, hdrlen);
+        r->kind = BNC_K_ARF;
     }
     if (r->n == start_n && (r->kind == BNC_K_NONE || start_n > 0)) {
-        int has_ar_hdr = g_mime_object_get_header(GMIME_OBJECT(m), "X-Autoreply") != NULL ||
-                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Autorespond") != NULL ||
-                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Vacation") != NULL;
-        const char *prec = g_mime_object_get_header(GMIME_OBJECT(m), "Precedence");
+        int has_ar_hdr = v->has_ar_hdr;
+        const char *prec = v->prec;
         if (prec && strncasecmp(prec, "auto_reply", 10) == 0)
             has_ar_hdr = 1;
         /* an auto-reply says so in its headers; a bounce's sender or subject outweighs that (Exim marks its
          * bounces auto-replied), a bounce-like sentence in an auto-reply's text does not */
-        int autoreply = bnc_text_is_autoreply(g_mime_object_get_header(GMIME_OBJECT(m), "Auto-Submitted"), subject,
-                                              has_ar_hdr);
-        int bounce_hdr = bnc_text_is_bounce(from, subject, NULL, 0) ||
-                         g_mime_object_get_header(GMIME_OBJECT(m), "X-Failed-Recipients") != NULL;
+        int autoreply = bnc_text_is_autoreply(v->autosub, subject, has_ar_hdr);
+        int bounce_hdr = bnc_text_is_bounce(from, subject, NULL, 0) || v->xfr != NULL;
         if (text && (bounce_hdr || (!autoreply && bnc_text_is_bounce(NULL, NULL, text, tlen)))) {
-            parse_text(r, text, tlen, m, w.orig);
+            parse_text(r, text, tlen, v);
             r->kind = BNC_K_TEXT;
         } else if (autoreply) {
             r->kind = BNC_K_AUTOREPLY;
         }
     }
     free(text);
-    g_object_unref(m);
+    return dsn;
 }
+

@@ -29,7 +29,8 @@ static void ws(struct js *j)
         j->s++;
 }
 
-/* Read a JSON string at j->s into out (escapes decoded, \uXXXX as UTF-8 or '?'); 0 or -1. */
+/* Read a JSON string at j->s into out (escapes decoded, \uXXXX as UTF-8 or '?'); 0 or -1 (out then holds what
+ * was read, NUL-terminated). */
 static int jstr(struct js *j, char *out, size_t outlen)
 {
     size_t o = 0;
@@ -61,6 +62,8 @@ static int jstr(struct js *j, char *out, size_t outlen)
         if (out && o + 1 < outlen)
             out[o++] = c;
     }
+    if (out && outlen)
+        out[o] = 0; /* also when the string is cut short: out never holds stale bytes */
     if (j->s >= j->end)
         return -1;
     j->s++;
@@ -113,9 +116,10 @@ static int skip_value(struct js *j, int depth)
         j->s++;
         return skip_container(j, c == '{' ? '}' : ']', depth);
     }
+    const char *st = j->s;
     while (j->s < j->end && *j->s != ',' && *j->s != '}' && *j->s != ']')
         j->s++; /* number, true, false, null */
-    return 0;
+    return j->s > st ? 0 : -1; /* a stray '}' or ']' (the wrong closer): malformed, and no progress */
 }
 
 /* In the object starting at o (at '{'), find member key; on success j is at its value. */

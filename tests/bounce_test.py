@@ -6,7 +6,8 @@ shared/corpus/bounces/eml; its entries are compared with expected.tsv (recipient
 accuracy is printed for all files and for the RFC 3464 ones (those with a message/delivery-status part).
 The test fails only if the DSN figure drops below DSN_FLOOR (the overall figure is reported, not enforced),
 or the parser crashes or reports a sanitizer error. Bare SMTP replies (the sender's 5xx entries) are classified with
-`bnc_parse_tool -r`.
+`bnc_parse_tool -r`. `bnc_parse_tool -C` parses every corpus and held-out file with the fast scanner
+(bounce/bnc_fast.c) and with the GMime walk: the two reports must be identical.
 
 Part B (daemon): redis-server on a unix socket in a temporary directory; subscribers written as SCHEMA.md
 describes (lc:sub:LIST:ADDR, lc:active:LIST, lc:subids), a secret file, VERP addresses computed here with the
@@ -192,6 +193,7 @@ def part_a(ck):
     ck.check(reason_acc >= REASON_FLOOR, f"reason accuracy {reason_acc:.1%} >= floor {REASON_FLOOR:.1%}")
     ck.check(hard_acc >= HARD_FLOOR, f"hard/soft accuracy {hard_acc:.1%} >= floor {HARD_FLOOR:.1%}")
     heldout(ck)
+    both_paths(ck)
 
     # bare SMTP replies (the sender's 5xx entries)
     cases = [
@@ -259,6 +261,23 @@ def heldout(ck):
         if not ok_:
             print(f"# held-out miss: {r} got {entries}")
     ck.check(good == len(rows), f"held-out bounces (tests/bounces, {len(files)} files): {good}/{len(rows)} rows right")
+
+
+def both_paths(ck):
+    """The fast scanner (bounce/bnc_fast.c) and the GMime walk must say exactly the same thing (every field of
+    every entry, and the kind) on every corpus and held-out file: `bnc_parse_tool -C` parses each file both ways."""
+    eml = os.path.join(CORPUS, "eml")
+    paths = sorted(os.path.join(eml, f) for f in os.listdir(eml) if f.endswith(".eml"))
+    paths += sorted(os.path.join(HELDOUT, f) for f in os.listdir(HELDOUT) if f.endswith(".eml"))
+    p = subprocess.run([TOOL, "-C"] + paths, capture_output=True, timeout=300)
+    lines = p.stdout.decode("utf-8", "replace").splitlines()
+    diff = [l.split("\t")[0] for l in lines if l.endswith("\tDIFF")]
+    fast = sum(1 for l in lines if l.split("\t")[1:2] == ["fast"])
+    err = p.stderr.decode("utf-8", "replace")
+    ck.check(p.returncode == 0 and len(lines) == len(paths) and not diff,
+             f"fast path and GMime path agree on all {len(paths)} files (fast path answered {fast}; "
+             f"differ: {diff[:5]})")
+    ck.check("Sanitizer" not in err and "runtime error:" not in err, "no sanitizer report from either path")
 
 
 # ---- part B: daemon ----

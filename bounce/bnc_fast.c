@@ -1,0 +1,726 @@
+/* bnc_fast: a single-pass scanner that takes well-formed bounce messages apart without GMime.
+ *
+ * Contract: bnc_fast_parse() looks at one message (already cut by bnc_parse's bounded_len) and, when it is
+ * sure to see exactly what GMime would, extracts what the MIME walk of bnc_parse.c collects: the
+ * delivery-status parts in document order, the first feedback-report and text/rfc822-headers parts, the first
+ * text/plain (else text/html) part outside attached messages, with transfer encodings undone and the text
+ * converted as GMime's charset filter does; the headers the rules read (From, To, Return-Path, Subject,
+ * X-Failed-Recipients, Auto-Submitted, Precedence, ...), unfolded and trimmed as GMime gives them; the To of
+ * the first attached message. It hands them to bnc_analyse() (bnc_parse.c), the rules both paths share, so the
+ * two cannot disagree once their inputs agree. Reports, free text, ARF, SES and auto-replies all go this way.
+ * "Sure" is deliberately narrow; the scanner declines (returns 0, having added nothing; the GMime path runs) on:
+ * a NUL byte; a header line that is neither "Name: value" nor a continuation; a header block without its blank
+ * line; a repeated Content-Type or Content-Transfer-Encoding; a Content-Type with comments, backslashes, RFC 2231
+ * parameters or a repeated boundary or charset; multipart/digest; message parts other than message/rfc822 and
+ * the report types; an attached message that mentions a report type or the enclosing boundary; a line starting
+ * with a boundary that is not exactly that boundary (or its end); a nested multipart without its closing line;
+ * transfer encodings other than 7bit, 8bit, binary, quoted-printable (every '=' followed by two upper-case hex
+ * digits or a line break) and base64 (alphabet, line breaks, correct final padding); a text part whose bytes are
+ * not ASCII in an ASCII-compatible charset (us-ascii, iso-8859-*, windows-125*), valid UTF-8 in utf-8, or valid
+ * ISO-2022-JP (converted with iconv, as GMime does); more than BNC_FAST_PARTS parts or BNC_FAST_DEPTH levels.
+ * A header value that might need RFC 2047 or charset decoding (an "=?" or a byte over 0x7f) does not decline at
+ * once: the scanner answers only if the delivery-status parts give entries (the rules read no header then).
+ * Where GMime's behaviour is particular it is copied: a part's content ends before the line break that
+ * precedes its boundary line, counted as two bytes when the boundary line ends in CRLF and one otherwise; a
+ * boundary line may carry trailing white space; a top-level multipart without its closing line ends at the end
+ * of the message; the first of repeated headers counts, but the last Subject.
+ * tests/bounce_test.py runs both paths over every corpus file and requires equal results; the fuzz target
+ * compares them wherever the scanner answers.
+ * Limits: no allocation besides the decoded copies (each at most its part's size, three times for ISO-2022-JP)
+ * and the header values; recursion depth bounded by BNC_FAST_DEPTH.
+ */
+#include <iconv.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bnc.h"
+
+#define BNC_FAST_PARTS 64
+#define BNC_FAST_DEPTH 4
+#define BNC_FAST_BOUNDARY 200
+
+/* Headers the rules use besides the MIME ones (struct bnc_view), by index. */
+enum { H_FROM, H_TO, H_RP, H_XFR, H_APPLE, H_AUTOSUB, H_PREC, H_SUBJECT, H_AR1, H_AR2, H_AR3, H_N };
+static const struct {
+    const char *name;
+    size_t len;
+} hnames[H_N] = {{"From", 4}, {"To", 2}, {"Return-Path", 11}, {"X-Failed-Recipients", 19},
+                 {"X-Apple-Unsubscribe", 19}, {"Auto-Submitted", 14}, {"Precedence", 10}, {"Subject", 7},
+                 {"X-Autoreply", 11}, {"X-Autorespond", 13}, {"X-Vacation", 10}};
+
+struct fhdr {
+    const char *ct, *cte; /* values (folded lines included), NULL when absent */
+    size_t ctlen, ctelen;
+    int want;             /* also collect hv[] (the message's own headers) */
+    const char *hv[H_N];  /* the first of each (the last Subject, as g_mime_message_get_subject), raw, folded */
+    size_t hvlen[H_N];
+};
+
+/* A parsed Content-Type: lower-cased type and subtype, the parameters we use. */
+struct ftype {
+    char type[32], sub[64];
+    char charset[64];
+    char boundary[BNC_FAST_BOUNDARY + 1];
+    int has_boundary;
+};
+
+struct fpart {
+    const char *p;
+    size_t n;
+    const char *cte;
+    size_t ctelen;
+    char charset[64];
+};
+
+struct fscan {
+    int parts;
+    int has_orig;
+    int hdr_bad;            /* a header the rules may use could not be read as GMime gives it */
+    char *orig_to;          /* its To, as GMime gives it (NULL: none) */
+    struct fpart dsn[BNC_DSN_PARTS];
+    int ndsn;
+    struct fpart text, html, arf, hdrs;
+    int has_text, has_html, has_arf, has_hdrs;
+};
+
+/* End of the line starting at p (just past its '\n'), or NULL when the line has none. */
+static const char *line_end(const char *p, const char *end)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    return nl ? nl + 1 : NULL;
+}
+
+/* Read a header block at p; returns the start of the content (after the blank line) or NULL to decline. */
+static const char *headers(const char *p, const char *end, struct fhdr *h, int want)
+{
+    memset(h, 0, sizeof *h);
+    h->want = want;
+    const char **last = NULL;
+    size_t *lastlen = NULL;
+    for (int lines = 0; lines < 4096; lines++) {
+        const char *e = line_end(p, end);
+        if (!e)
+            return NULL;
+        size_t n = (size_t)(e - p);
+        if (n == 1 || (n == 2 && p[0] == '\r'))
+            return e; /* the blank line */
+        if (p[0] == ' ' || p[0] == '\t') {
+            if (!lines)
+                return NULL;
+            if (last)
+                *lastlen = (size_t)(e - *last);
+            p = e;
+            continue;
+        }
+        const char *c = p;
+        while (c < e && *c > ' ' && *c < 127 && *c != ':')
+            c++;
+        if (c == p || c >= e || *c != ':')
+            return NULL;
+        size_t nl = (size_t)(c - p);
+        last = NULL;
+        if (nl == 12 && !strncasecmp(p, "Content-Type", 12)) {
+            if (h->ct)
+                return NULL;
+            last = &h->ct;
+            lastlen = &h->ctlen;
+        } else if (nl == 25 && !strncasecmp(p, "Content-Transfer-Encoding", 25)) {
+            if (h->cte)
+                return NULL;
+            last = &h->cte;
+            lastlen = &h->ctelen;
+        }
+        for (int k = 0; !last && want && k < H_N; k++)
+            if (nl == hnames[k].len && !strncasecmp(p, hnames[k].name, nl) && (!h->hv[k] || k == H_SUBJECT)) {
+                last = &h->hv[k];
+                lastlen = &h->hvlen[k];
+            }
+        if (last) {
+            *last = c + 1;
+            *lastlen = (size_t)(e - (c + 1));
+        }
+        p = e;
+    }
+    return NULL;
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static int is_tok(char c)
+{
+    return c > ' ' && c < 127 && !strchr("()<>@,;:\\\"/[]?=", c);
+}
+
+/* Read a token into out (lower-cased); 0 or -1. */
+static int token(const char **pp, const char *end, char *out, size_t outlen)
+{
+    const char *p = *pp;
+    size_t o = 0;
+    while (p < end && is_tok(*p)) {
+        if (o + 1 >= outlen)
+            return -1;
+        char c = *p++;
+        out[o++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    out[o] = 0;
+    *pp = p;
+    return o ? 0 : -1;
+}
+
+/* Parse a Content-Type value (absent: text/plain). 0 or -1 to decline. */
+static int ctype(const struct fhdr *h, struct ftype *t)
+{
+    memset(t, 0, sizeof *t);
+    if (!h->ct) {
+        strcpy(t->type, "text");
+        strcpy(t->sub, "plain");
+        return 0;
+    }
+    const char *p = h->ct, *end = h->ct + h->ctlen;
+    int quoted = 0;
+    for (const char *q = p; q < end; q++) /* comments, and escapes in quoted strings: the GMime path */
+        if (*q == '"')
+            quoted = !quoted;
+        else if (*q == '\\' || (*q == '(' && !quoted))
+            return -1;
+    while (p < end && is_ws(*p))
+        p++;
+    if (token(&p, end, t->type, sizeof t->type) < 0 || p >= end || *p != '/')
+        return -1;
+    p++;
+    if (token(&p, end, t->sub, sizeof t->sub) < 0)
+        return -1;
+    int seen_cs = 0;
+    for (;;) {
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end)
+            return 0;
+        if (*p != ';')
+            return -1;
+        p++;
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end)
+            return 0;
+        char name[64], val[BNC_FAST_BOUNDARY + 1];
+        if (token(&p, end, name, sizeof name) < 0 || strchr(name, '*'))
+            return -1;
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end || *p != '=')
+            return -1;
+        p++;
+        while (p < end && is_ws(*p))
+            p++;
+        size_t o = 0;
+        if (p < end && *p == '"') {
+            p++;
+            while (p < end && *p != '"') {
+                if (*p == '\r' || *p == '\n' || o + 1 >= sizeof val)
+                    return -1;
+                val[o++] = *p++;
+            }
+            if (p >= end)
+                return -1;
+            p++;
+        } else {
+            while (p < end && is_tok(*p)) {
+                if (o + 1 >= sizeof val)
+                    return -1;
+                val[o++] = *p++;
+            }
+        }
+        val[o] = 0;
+        if (!strcmp(name, "boundary")) {
+            if (t->has_boundary || !o)
+                return -1;
+            memcpy(t->boundary, val, o + 1);
+            t->has_boundary = 1;
+        } else if (!strcmp(name, "charset")) {
+            if (seen_cs || o >= sizeof t->charset)
+                return -1;
+            memcpy(t->charset, val, o + 1);
+            seen_cs = 1;
+        }
+    }
+}
+
+/* Does the line at p (n bytes, line break included) start with "--" + b? Sets *is_exact when the rest is
+ * nothing, "--", and trailing white space. */
+static int boundary_line(const char *p, size_t n, const char *b, size_t bl, int *is_exact)
+{
+    if (n < bl + 2 || p[0] != '-' || p[1] != '-' || memcmp(p + 2, b, bl) != 0)
+        return 0;
+    const char *q = p + 2 + bl, *e = p + n;
+    if (e - q >= 2 && q[0] == '-' && q[1] == '-')
+        q += 2;
+    while (q < e && is_ws(*q))
+        q++;
+    *is_exact = q == e;
+    return 1;
+}
+
+/* Does p[0..n) hold needle (lower case, starting with a letter) in any case? */
+static int ci_has(const char *p, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    char c0 = needle[0];
+    for (size_t i = 0; i + k <= n; i++)
+        if ((p[i] | 0x20) == c0 && !strncasecmp(p + i, needle, k))
+            return 1;
+    return 0;
+}
+
+static int cte_ok(const char *v, size_t n)
+{
+    while (n && is_ws(*v))
+        v++, n--;
+    while (n && is_ws(v[n - 1]))
+        n--;
+    if (!n)
+        return 1;
+    static const char *ok[] = {"7bit", "8bit", "binary", "quoted-printable", "base64"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (n == strlen(ok[i]) && !strncasecmp(v, ok[i], n))
+            return 1;
+    return 0;
+}
+
+/* A transfer encoding that leaves the content as it is (multiparts and attached messages must have one). */
+static int cte_identity(const char *v, size_t n)
+{
+    while (n && is_ws(*v))
+        v++, n--;
+    while (n && is_ws(v[n - 1]))
+        n--;
+    return !n || (n == 4 && (!strncasecmp(v, "7bit", 4) || !strncasecmp(v, "8bit", 4))) ||
+           (n == 6 && !strncasecmp(v, "binary", 6));
+}
+
+static int leaf(struct fscan *f, const struct fhdr *h, const struct ftype *t, const char *p, size_t n)
+{
+    struct fpart part = {p, n, h->cte, h->ctelen, ""};
+    memcpy(part.charset, t->charset, sizeof part.charset);
+    if (!cte_ok(h->cte, h->ctelen))
+        return -1;
+    if (!strcmp(t->type, "message")) {
+        if (!strcmp(t->sub, "delivery-status") || !strcmp(t->sub, "global-delivery-status")) {
+            if (f->ndsn >= BNC_DSN_PARTS)
+                return -1;
+            f->dsn[f->ndsn++] = part;
+            return 0;
+        }
+        if (!strcmp(t->sub, "feedback-report")) {
+            if (!f->has_arf) {
+                f->arf = part;
+                f->has_arf = 1;
+            }
+            return 0;
+        }
+        return -1; /* the other message types: the GMime path */
+    }
+    if (!strcmp(t->type, "text")) {
+        if (!strcmp(t->sub, "delivery-status")) {
+            if (f->ndsn >= BNC_DSN_PARTS)
+                return -1;
+            f->dsn[f->ndsn++] = part;
+        } else if (!strcmp(t->sub, "rfc822-headers") || !strcmp(t->sub, "rfc822-header")) {
+            if (!f->has_hdrs) {
+                f->hdrs = part;
+                f->has_hdrs = 1;
+            }
+        } else if (!strcmp(t->sub, "plain")) {
+            if (!f->has_text) {
+                f->text = part;
+                f->has_text = 1;
+            }
+        } else if (!strcmp(t->sub, "html")) {
+            if (!f->has_html) {
+                f->html = part;
+                f->has_html = 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A header value as GMime gives it: line breaks of folded lines removed, white space at both ends trimmed.
+ * *out gets a new string (NULL when v is NULL). -1 to decline: an encoded word could need decoding, or a byte
+ * outside ASCII could need charset conversion. */
+static int hvalue(const char *v, size_t n, char **out)
+{
+    *out = NULL;
+    if (!v)
+        return 0;
+    char *o = malloc(n + 1);
+    if (!o)
+        abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        int lone_cr = c == '\r' && (i + 1 >= n || v[i + 1] != '\n');
+        if (c >= 0x80 || (c == '=' && i + 1 < n && v[i + 1] == '?') || lone_cr) {
+            free(o);
+            return -1;
+        }
+        if (c != '\r' && c != '\n')
+            o[k++] = (char)c;
+    }
+    size_t a = 0;
+    while (a < k && (o[a] == ' ' || o[a] == '\t'))
+        a++;
+    while (k > a && (o[k - 1] == ' ' || o[k - 1] == '\t'))
+        k--;
+    memmove(o, o + a, k - a);
+    o[k - a] = 0;
+    *out = o;
+    return 0;
+}
+
+/* Walk a multipart body p[0..n) with boundary b. 0 or -1 to decline. */
+static int multipart(struct fscan *f, const char *p, size_t n, const char *b, int depth, const char *msg_end);
+
+/* One part of a multipart with boundary b: headers from start (ending before hend), content body..stop. */
+static int one_part(struct fscan *f, const char *start, const char *hend, const char *stop, const char *b, size_t bl,
+                    int depth, const char *msg_end)
+{
+    if (++f->parts > BNC_FAST_PARTS)
+        return -1;
+    struct fhdr h;
+    const char *body = headers(start, hend, &h, 0);
+    if (!body || body > stop)
+        return -1;
+    struct ftype t;
+    if (ctype(&h, &t) < 0)
+        return -1;
+    size_t bn = (size_t)(stop - body);
+    if (!strcmp(t.type, "multipart")) {
+        if (!t.has_boundary || !cte_identity(h.cte, h.ctelen) || !strcmp(t.sub, "digest") ||
+            depth + 1 >= BNC_FAST_DEPTH)
+            return -1;
+        return multipart(f, body, bn, t.boundary, depth + 1, msg_end);
+    }
+    if (!strcmp(t.type, "message") && !strcmp(t.sub, "rfc822")) {
+        /* the returned message: only its reports would count (and its text/rfc822-headers part, for an ARF
+         * report), and an inner part using our boundary would split differently */
+        if (!cte_identity(h.cte, h.ctelen) || ci_has(body, bn, "delivery-status") ||
+            ci_has(body, bn, "feedback-report") || ci_has(body, bn, "rfc822-header") || memmem(body, bn, b, bl))
+            return -1;
+        if (!f->has_orig) {
+            struct fhdr oh;
+            f->has_orig = 1;
+            if (!headers(body, stop, &oh, 1) || hvalue(oh.hv[H_TO], oh.hvlen[H_TO], &f->orig_to) < 0)
+                f->hdr_bad = 1;
+        }
+        return 0;
+    }
+    return leaf(f, &h, &t, body, bn);
+}
+
+/* Walk a multipart body p[0..n) with boundary b. 0 or -1 to decline. msg_end: the end of the whole message (a
+ * closing boundary line at the end of p continues there; a top-level multipart may lack its closing line, then
+ * its last part runs to the end, as GMime reads it). */
+static int multipart(struct fscan *f, const char *p, size_t n, const char *b, int depth, const char *msg_end)
+{
+    const char *end = p + n;
+    size_t bl = strlen(b);
+    const char *start = NULL; /* content start of the current part */
+    int closed = 0;
+    while (p < end) {
+        const char *e = line_end(p, end);
+        if (!e)
+            e = end;
+        int exact = 0;
+        if (boundary_line(p, (size_t)(e - p), b, bl, &exact)) {
+            if (!exact)
+                return -1;
+            if (start) {
+                /* the line break before the boundary line belongs to it: 2 bytes when the line ends in CRLF. A
+                 * nested multipart's closing line ends where its parent's part does: its line break follows. */
+                const char *le = e;
+                if (e == end && e[-1] != '\n' && end < msg_end && *end == '\n')
+                    le = end + 1;
+                else if (e == end && e[-1] != '\n' && msg_end - end >= 2 && end[0] == '\r' && end[1] == '\n')
+                    le = end + 2;
+                size_t brk = (le - p >= 2 && le[-1] == '\n' && le[-2] == '\r') ? 2 : 1;
+                if (le[-1] != '\n' || (size_t)(p - start) < brk)
+                    return -1;
+                const char *stop = p - brk;
+                if (brk == 2 ? (stop[0] != '\r' || stop[1] != '\n') : stop[0] != '\n')
+                    return -1;
+                if (one_part(f, start, p, stop, b, bl, depth, msg_end) < 0)
+                    return -1;
+            }
+            const char *q = p + 2 + bl;
+            if (q + 1 < e && q[0] == '-' && q[1] == '-') {
+                closed = 1;
+                break;
+            }
+            start = e;
+        }
+        p = e;
+    }
+    if (!closed) {
+        if (!start || depth > 0 || end != msg_end || start >= end)
+            return -1;
+        return one_part(f, start, end, end, b, bl, depth, msg_end); /* unclosed: the last part runs to the end */
+    }
+    return f->parts ? 0 : -1;
+}
+
+/* ---- transfer decoding ---- */
+
+static int hexv(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int b64v(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Decode a part's content into a new NUL-terminated buffer (at most cap bytes kept); NULL to decline. */
+static char *decode(const struct fpart *pt, size_t cap, size_t *outlen)
+{
+    const char *v = pt->cte;
+    size_t vn = pt->ctelen;
+    while (vn && is_ws(*v))
+        v++, vn--;
+    while (vn && is_ws(v[vn - 1]))
+        vn--;
+    char *out = malloc(pt->n + 1);
+    if (!out)
+        abort();
+    size_t o = 0;
+    const char *s = pt->p, *e = pt->p + pt->n;
+    if (vn == 16 && !strncasecmp(v, "quoted-printable", 16)) {
+        while (s < e) {
+            if (*s != '=') {
+                out[o++] = *s++;
+                continue;
+            }
+            if (e - s >= 3 && s[1] == '\r' && s[2] == '\n') {
+                s += 3;
+            } else if (e - s >= 2 && s[1] == '\n') {
+                s += 2;
+            } else if (e - s >= 3 && hexv(s[1]) >= 0 && hexv(s[2]) >= 0) {
+                out[o++] = (char)(hexv(s[1]) * 16 + hexv(s[2]));
+                s += 3;
+            } else {
+                free(out);
+                return NULL;
+            }
+        }
+    } else if (vn == 6 && !strncasecmp(v, "base64", 6)) {
+        unsigned acc = 0;
+        int bits = 0, pad = 0;
+        for (; s < e; s++) {
+            if (*s == '\r' || *s == '\n')
+                continue;
+            if (*s == '=') {
+                pad++;
+                continue;
+            }
+            int x = b64v(*s);
+            if (x < 0 || pad) {
+                free(out);
+                return NULL;
+            }
+            acc = (acc << 6) | (unsigned)x;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                out[o++] = (char)((acc >> bits) & 0xff);
+            }
+        }
+        /* whole quanta only, with the padding they need */
+        if ((bits == 0 && pad) || (bits == 2 && pad != 1) || (bits == 4 && pad != 2) || bits > 4) {
+            free(out);
+            return NULL;
+        }
+    } else {
+        memcpy(out, s, pt->n);
+        o = pt->n;
+    }
+    if (o > cap)
+        o = cap;
+    out[o] = 0;
+    *outlen = o;
+    return out;
+}
+
+/* Is s[0..n) valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF, no NUL)? */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
+        if (!k || n - i <= k)
+            return 0;
+        unsigned c1 = s[i + 1];
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+            (c == 0xf4 && c1 > 0x8f))
+            return 0;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* ISO-2022-JP text converted to UTF-8 with iconv, as GMime's charset filter does; NULL on any error. Takes
+ * ownership of t. */
+static char *jis_iconv(char *t, size_t *len)
+{
+    iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP");
+    if (cd == (iconv_t)-1) {
+        free(t);
+        return NULL;
+    }
+    size_t cap = *len * 3 + 16, left = *len, room = cap;
+    char *out = malloc(cap + 1), *in = t, *o = out;
+    if (!out)
+        abort();
+    int bad = iconv(cd, &in, &left, &o, &room) == (size_t)-1 || left || iconv(cd, NULL, NULL, &o, &room) == (size_t)-1;
+    iconv_close(cd);
+    free(t);
+    if (bad) {
+        free(out);
+        return NULL;
+    }
+    *len = (size_t)(o - out);
+    out[*len] = 0;
+    return out;
+}
+
+/* Text of a text part as part_text() in bnc_parse.c would give it, or NULL to decline. */
+static char *text_of(const struct fpart *pt, size_t *len)
+{
+    static const char *cs[] = {"us-ascii", "ascii", "utf-8", "utf8", "iso-2022-jp"};
+    int ok = !pt->charset[0] || !strncasecmp(pt->charset, "iso-8859-", 9) ||
+             !strncasecmp(pt->charset, "windows-125", 11);
+    for (size_t i = 0; !ok && i < sizeof cs / sizeof cs[0]; i++)
+        ok = !strcasecmp(pt->charset, cs[i]);
+    if (!ok)
+        return NULL;
+    char *t = decode(pt, (size_t)-1, len);
+    if (!t)
+        return NULL;
+    int ascii = 1;
+    for (size_t i = 0; i < *len; i++)
+        if ((unsigned char)t[i] >= 0x80 || t[i] == 0)
+            ascii = 0;
+    if (!ascii && !((!strcasecmp(pt->charset, "utf-8") || !strcasecmp(pt->charset, "utf8")) &&
+                    utf8_ok((const unsigned char *)t, *len))) {
+        free(t);
+        return NULL;
+    }
+    /* ASCII in an ASCII-compatible charset converts to itself; ISO-2022-JP shifts with escape sequences */
+    if (!strcasecmp(pt->charset, "iso-2022-jp") && !(t = jis_iconv(t, len)))
+        return NULL;
+    if (*len > BNC_TEXT_SCAN) {
+        *len = BNC_TEXT_SCAN;
+        t[*len] = 0;
+    }
+    return t;
+}
+
+/* Scan one message; 0 with f, top and vals filled, or -1 to decline. */
+static int scan(const char *s, size_t len, struct fscan *f, struct fhdr *top, char **vals)
+{
+    const char *end = s + len;
+    const char *body = headers(s, end, top, 1);
+    struct ftype t;
+    if (!body || ctype(top, &t) < 0 || !cte_ok(top->cte, top->ctelen))
+        return -1;
+    for (int k = 0; k < H_N; k++)
+        if (hvalue(top->hv[k], top->hvlen[k], &vals[k]) < 0)
+            f->hdr_bad = 1;
+    if (!strcmp(t.type, "multipart")) {
+        if (!t.has_boundary || !strcmp(t.sub, "digest") || !cte_identity(top->cte, top->ctelen))
+            return -1;
+        return multipart(f, body, (size_t)(end - body), t.boundary, 0, end);
+    }
+    if (!strcmp(t.type, "message") && strcmp(t.sub, "delivery-status") && strcmp(t.sub, "global-delivery-status"))
+        return -1;
+    return leaf(f, top, &t, body, (size_t)(end - body));
+}
+
+int bnc_fast_parse(struct bnc_report *r, const char *s, size_t len)
+{
+    if (len == 0 || memchr(s, 0, len))
+        return 0;
+    struct fscan f;
+    struct fhdr top;
+    char *vals[H_N] = {NULL};
+    memset(&f, 0, sizeof f);
+    size_t tlen = 0, hlen = 0;
+    char *text = NULL, *html = NULL;
+    char *bodies[BNC_DSN_PARTS];
+    size_t blens[BNC_DSN_PARTS];
+    int nb = 0, ok = scan(s, len, &f, &top, vals) == 0;
+    if (ok && f.has_text && !(text = text_of(&f.text, &tlen)))
+        ok = 0;
+    if (ok && !tlen && f.has_html && !(html = text_of(&f.html, &hlen)))
+        ok = 0;
+    for (; ok && nb < f.ndsn; nb++)
+        if (!(bodies[nb] = decode(&f.dsn[nb], BNC_PART_MAX, &blens[nb])))
+            ok = 0;
+    size_t alen = 0, hdrlen = 0;
+    char *arf = NULL, *hdrs = NULL;
+    if (ok && f.has_arf && !(arf = decode(&f.arf, BNC_PART_MAX, &alen)))
+        ok = 0;
+    if (ok && f.has_arf && f.has_hdrs && !(hdrs = decode(&f.hdrs, BNC_PART_MAX, &hdrlen)))
+        ok = 0;
+    if (ok) {
+        struct bnc_view v;
+        memset(&v, 0, sizeof v);
+        v.from = vals[H_FROM];
+        v.to = vals[H_TO];
+        v.rp = vals[H_RP];
+        v.xfr = vals[H_XFR];
+        v.apple = vals[H_APPLE];
+        v.autosub = vals[H_AUTOSUB];
+        v.prec = vals[H_PREC];
+        v.subject = vals[H_SUBJECT];
+        v.has_ar_hdr = vals[H_AR1] || vals[H_AR2] || vals[H_AR3];
+        v.has_orig = f.has_orig;
+        v.orig_to = f.orig_to;
+        v.has_arf = f.has_arf;
+        /* with a header we could not read, only an answer from the delivery-status parts is sure */
+        if (!bnc_analyse(r, s, len, text, tlen, html, hlen, bodies, blens, nb, &v, arf, alen, hdrs, hdrlen,
+                         f.hdr_bad) &&
+            f.hdr_bad)
+            ok = 0;
+    } else {
+        for (int i = 0; i < nb; i++)
+            free(bodies[i]);
+        free(text);
+        free(html);
+    }
+    for (int k = 0; k < H_N; k++)
+        free(vals[k]);
+    free(f.orig_to);
+    free(arf);
+    free(hdrs);
+    return ok;
+}
