@@ -113,11 +113,11 @@ static struct snd_dkim_set *read_set(const char *path, const char *domain)
     qsort(names, (size_t)nn, sizeof names[0], (int (*)(const void *, const void *))strcmp);
     for (int i = 0; i < nn && !s->error; i++) {
         char sel[256], file[1700], err[2048];
-        snprintf(sel, sizeof sel, "%s", names[i]);
+        snprintf(sel, sizeof sel, "%.255s", names[i]);
         sel[strlen(sel) - 4] = 0; /* SELECTOR.ALG */
         char *dot = strrchr(sel, '.');
         int alg = dot ? lc_dkim_alg_parse(dot + 1) : -1;
-        snprintf(file, sizeof file, "%s/%s", path, names[i]);
+        snprintf(file, sizeof file, "%.1400s/%.255s", path, names[i]); /* fits: path is at most 1,400 */
         if (alg < 0) {
             snprintf(err, sizeof err, "%s: name is not SELECTOR.rsa.key or SELECTOR.ed25519.key", file);
             s->error = lc_strdup(err);
@@ -126,7 +126,7 @@ static struct snd_dkim_set *read_set(const char *path, const char *domain)
         *dot = 0;
         struct stat fst;
         if (stat(file, &fst) == 0) {
-            snprintf(s->files[s->nfiles].name, sizeof s->files[0].name, "%s", names[i]);
+            snprintf(s->files[s->nfiles].name, sizeof s->files[0].name, "%.255s", names[i]);
             s->files[s->nfiles].ino = fst.st_ino;
             s->files[s->nfiles].size = fst.st_size;
             s->files[s->nfiles].mtime = fst.st_mtim;
