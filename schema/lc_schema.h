@@ -142,6 +142,43 @@
     "d = d + (tonumber(v[1]) or 0) c = c + (tonumber(v[2]) or 0) n = n + 1 end end "                         \
     "return {d, c, n}"
 
+/* LC_LUA_SUB_ADD subscribes (CLI `sub add`, web UI add and CSV import): one shape of subscriber keys everywhere.
+ * KEYS: lc:sub:LIST:ADDR, lc:subids, lc:members:LIST, lc:active:LIST, lc:seq:sub, lc:suppress.
+ * ARGV: address, list, now (unix s), status ("active"). A new subscriber gets an id; an existing one keeps it.
+ * Returns 1 added, 2 re-activated, 0 already active; plus 10 when the address is suppressed (then it is kept
+ * out of lc:active). */
+#define LC_LUA_SUB_ADD                                                                                       \
+    "local id = redis.call('HGET', KEYS[1], 'id')\n"                                                         \
+    "local r = 0\n"                                                                                          \
+    "if not id then\n"                                                                                       \
+    "  id = redis.call('INCR', KEYS[5])\n"                                                                   \
+    "  redis.call('HSET', KEYS[1], 'id', id, 'address', ARGV[1], 'list', ARGV[2], 'status', ARGV[4],\n"      \
+    "             'bounce_score', '0', 'bounces', '0', 'created', ARGV[3])\n"                                \
+    "  redis.call('HSET', KEYS[2], id, ARGV[2] .. ' ' .. ARGV[1])\n"                                         \
+    "  r = 1\n"                                                                                              \
+    "else\n"                                                                                                 \
+    "  if redis.call('HGET', KEYS[1], 'status') ~= ARGV[4] then r = 2 end\n"                                 \
+    "  redis.call('HSET', KEYS[1], 'status', ARGV[4])\n"                                                     \
+    "end\n"                                                                                                  \
+    "redis.call('ZADD', KEYS[3], 0, ARGV[1])\n"                                                              \
+    "if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then\n"                                               \
+    "  redis.call('HDEL', KEYS[4], ARGV[1])\n"                                                               \
+    "  return r + 10\n"                                                                                      \
+    "end\n"                                                                                                  \
+    "redis.call('HSET', KEYS[4], ARGV[1], id)\n"                                                             \
+    "return r\n"
+
+/* LC_LUA_SUB_RM sets a subscriber's status to ARGV[2] (unsubscribed or disabled) and takes it out of
+ * lc:active. KEYS: lc:sub:LIST:ADDR, lc:active:LIST. ARGV: address, new status.
+ * Returns -1 not a subscriber, 0 already in that status, 1 changed. */
+#define LC_LUA_SUB_RM                                                                                        \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"                                             \
+    "local was = redis.call('HGET', KEYS[1], 'status')\n"                                                    \
+    "redis.call('HSET', KEYS[1], 'status', ARGV[2])\n"                                                       \
+    "redis.call('HDEL', KEYS[2], ARGV[1])\n"                                                                 \
+    "if was == ARGV[2] then return 0 end\n"                                                                  \
+    "return 1\n"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */

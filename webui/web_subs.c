@@ -36,38 +36,8 @@
 #define WEB_IMP_ERRS 10000
 #define WEB_IMP_REPORT 1000
 
-/* same as appliance/lc_sub.c add_lua. KEYS: sub hash, subids, members, active, sub counter, suppress.
- * ARGV: addr, list, now, "active". Returns 1 added, 2 re-activated, 0 already active; plus 10 if suppressed. */
-static const char add_lua[] =
-    "local id = redis.call('HGET', KEYS[1], 'id')\n"
-    "local r = 0\n"
-    "if not id then\n"
-    "  id = redis.call('INCR', KEYS[5])\n"
-    "  redis.call('HSET', KEYS[1], 'id', id, 'address', ARGV[1], 'list', ARGV[2], 'status', ARGV[4],\n"
-    "             'bounce_score', '0', 'bounces', '0', 'created', ARGV[3])\n"
-    "  redis.call('HSET', KEYS[2], id, ARGV[2] .. ' ' .. ARGV[1])\n"
-    "  r = 1\n"
-    "else\n"
-    "  if redis.call('HGET', KEYS[1], 'status') ~= ARGV[4] then r = 2 end\n"
-    "  redis.call('HSET', KEYS[1], 'status', ARGV[4])\n"
-    "end\n"
-    "redis.call('ZADD', KEYS[3], 0, ARGV[1])\n"
-    "if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then\n"
-    "  redis.call('HDEL', KEYS[4], ARGV[1])\n"
-    "  return r + 10\n"
-    "end\n"
-    "redis.call('HSET', KEYS[4], ARGV[1], id)\n"
-    "return r\n";
-
-/* like appliance/lc_sub.c rm_lua, with the new status as ARGV[2] (unsubscribed or disabled).
- * KEYS: sub hash, active. Returns -1 not a subscriber, 0 already, 1 changed. */
-static const char rm_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
-    "local was = redis.call('HGET', KEYS[1], 'status')\n"
-    "redis.call('HSET', KEYS[1], 'status', ARGV[2])\n"
-    "redis.call('HDEL', KEYS[2], ARGV[1])\n"
-    "if was == ARGV[2] then return 0 end\n"
-    "return 1\n";
+static const char add_lua[] = LC_LUA_SUB_ADD;
+static const char rm_lua[] = LC_LUA_SUB_RM;
 
 static void list_link(struct lc_buf *b, const char *list, const char *suffix)
 {
