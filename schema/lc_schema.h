@@ -179,6 +179,27 @@
     "if was == ARGV[2] then return 0 end\n"                                                                  \
     "return 1\n"
 
+/* LC_LUA_HELD_APPROVE releases a held post into the post pipeline exactly once (listd's L-approve-TOKEN
+ * address and the web UI's moderation queue). KEYS: lc:held:HELD, lc:msg:ID, lc:post:ID, lc:posts:LIST,
+ * lc:stream:posts. ARGV: list, new post id, now (unix s), state ("queued"). Returns 1 released, 0 no such held
+ * post (already approved, rejected or expired), -1 held for another list. */
+#define LC_LUA_HELD_APPROVE                                                                                  \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "                                               \
+    "local h = redis.call('HMGET', KEYS[1], 'list', 'from', 'size', 'msg') "                                 \
+    "if h[1] ~= ARGV[1] then return -1 end "                                                                 \
+    "redis.call('SET', KEYS[2], h[4]) "                                                                      \
+    "redis.call('HSET', KEYS[3], 'id', ARGV[2], 'list', h[1], 'from', h[2], 'size', h[3], 'created', ARGV[3], " \
+    "'state', ARGV[4], 'recipients', '0', 'delivered', '0', 'deferred', '0', 'bounced', '0') "               \
+    "redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) "                                                         \
+    "redis.call('XADD', KEYS[5], '*', 'post', ARGV[2]) "                                                     \
+    "redis.call('DEL', KEYS[1]) return 1"
+
+/* LC_LUA_HELD_REJECT discards a held post. KEYS: lc:held:HELD. ARGV: list. Returns 1, 0 or -1 as above. */
+#define LC_LUA_HELD_REJECT                                                                                   \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "                                               \
+    "if redis.call('HGET', KEYS[1], 'list') ~= ARGV[1] then return -1 end "                                  \
+    "redis.call('DEL', KEYS[1]) return 1"
+
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */
 int lc_key_members(char *out, size_t outlen, const char *list);              /* lc:members:LIST (ZSET) */

@@ -29,22 +29,8 @@
 #define WEB_MOD_MAX 200
 #define WEB_MOD_EXCERPT 2048
 
-/* the same scripts as listd/lsd_post.c (approve_lua, reject_lua) */
-static const char approve_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
-    "local h = redis.call('HMGET', KEYS[1], 'list', 'from', 'size', 'msg') "
-    "if h[1] ~= ARGV[1] then return -1 end "
-    "redis.call('SET', KEYS[2], h[4]) "
-    "redis.call('HSET', KEYS[3], 'id', ARGV[2], 'list', h[1], 'from', h[2], 'size', h[3], 'created', ARGV[3], "
-    "'state', ARGV[4], 'recipients', '0', 'delivered', '0', 'deferred', '0', 'bounced', '0') "
-    "redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) "
-    "redis.call('XADD', KEYS[5], '*', 'post', ARGV[2]) "
-    "redis.call('DEL', KEYS[1]) return 1";
-
-static const char reject_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
-    "if redis.call('HGET', KEYS[1], 'list') ~= ARGV[1] then return -1 end "
-    "redis.call('DEL', KEYS[1]) return 1";
+static const char approve_lua[] = LC_LUA_HELD_APPROVE;
+static const char reject_lua[] = LC_LUA_HELD_REJECT;
 
 struct held {
     unsigned long long id;
