@@ -207,6 +207,24 @@ int lc_complaint_rates(struct lc_ctx *ctx, double *warn, double *pause)
     return 0;
 }
 
+#define POST_TEXT_DEFERS 10   /* deferred recipients `post show` prints (JSON: POST_JSON_DEFERS) */
+#define POST_JSON_DEFERS 200  /* as many as the web UI's /api/posts/ID */
+
+/* print_defers prints the count of deferred recipients and the first POST_TEXT_DEFERS with their last replies. */
+static void print_defers(const struct lc_post_view *p)
+{
+    if (!p->ndefer_total)
+        return;
+    printf("\ndeferred recipients: %lld (last reply of each)\n", p->ndefer_total);
+    for (size_t i = 0; i < p->ndefer && i < POST_TEXT_DEFERS; i++) {
+        char when[64];
+        lc_fmt_time(p->defer[i].at, when, sizeof when);
+        printf("  <%s>  %s  attempt %lld: %s\n", p->defer[i].address, when, p->defer[i].attempt, p->defer[i].reply);
+    }
+    if (p->ndefer_total > POST_TEXT_DEFERS)
+        printf("  and %lld more\n", p->ndefer_total - POST_TEXT_DEFERS);
+}
+
 static void print_post_text(const struct lc_post_view *p, double warn, double pause)
 {
     char when[64];
@@ -271,6 +289,10 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
     char err[512];
     struct lc_post_view p;
     int got = lc_view_post(rc, id, 1, &p, err, sizeof err);
+    if (got > 0 && lc_view_post_defers(rc, &p, ctx->json ? POST_JSON_DEFERS : POST_TEXT_DEFERS, err, sizeof err) < 0) {
+        lc_view_post_clear(&p);
+        got = -1;
+    }
     if (got < 0)
         return lc_refused(ctx, "%s", err);
     if (got == 0)
@@ -282,6 +304,7 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         status = lc_json_done(j, LC_EXIT_OK);
     } else {
         print_post_text(&p, warn, pause);
+        print_defers(&p);
     }
     lc_view_post_clear(&p);
     return status;

@@ -278,6 +278,11 @@ void lc_view_post_clear(struct lc_post_view *p)
     for (size_t i = 0; i < p->ndom; i++)
         free(p->dom[i].domain);
     free(p->dom);
+    for (size_t i = 0; i < p->ndefer; i++) {
+        free(p->defer[i].address);
+        free(p->defer[i].reply);
+    }
+    free(p->defer);
     memset(p, 0, sizeof *p);
 }
 
@@ -389,6 +394,91 @@ int lc_view_post(redisContext *rc, uint64_t id, int with_domains, struct lc_post
     return rcode;
 }
 
+static int cmp_defer(const void *a, const void *b)
+{
+    return strcmp(((const struct lc_defer_view *)a)->address, ((const struct lc_defer_view *)b)->address);
+}
+
+/* parse_defer splits a lc:postdefer:ID value "UNIX_TIME attempt N: REPLY" (anything else: all of it is the
+ * reply). */
+static void parse_defer(struct lc_defer_view *d, const char *v, size_t n)
+{
+    char *s = lc_strndup(v, n), *end = NULL;
+    long long at = strtoll(s, &end, 10), attempt = 0;
+    const char *rest = NULL;
+    if (end && end != s && at > 0 && !strncmp(end, " attempt ", 9)) {
+        char *e2 = NULL;
+        attempt = strtoll(end + 9, &e2, 10);
+        if (e2 && e2 != end + 9 && attempt > 0 && e2[0] == ':' && (e2[1] == ' ' || !e2[1]))
+            rest = e2[1] ? e2 + 2 : e2 + 1;
+    }
+    if (rest) {
+        d->at = at;
+        d->attempt = attempt;
+        d->reply = lc_strdup(rest);
+        free(s);
+    } else {
+        d->reply = s;
+    }
+}
+
+#define VIEW_DEFER_ROUNDS 100 /* HSCAN calls per load */
+
+int lc_view_post_defers(redisContext *rc, struct lc_post_view *p, size_t max, char *err, size_t errlen)
+{
+    char key[LC_KEY_MAX], cursor[32] = "0", count[16];
+    if (max > 10000)
+        max = 10000;
+    lc_key_postdefer(key, sizeof key, p->id);
+    p->has_defers = 1;
+    redisReply *r = redisCommand(rc, "HLEN %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        set_err(rc, r, err, errlen);
+        freeReplyObject(r);
+        return -1;
+    }
+    p->ndefer_total = r->integer;
+    freeReplyObject(r);
+    if (!p->ndefer_total || !max)
+        return 0;
+    p->defer = lc_calloc(max, sizeof *p->defer);
+    snprintf(count, sizeof count, "%zu", max < 1000 ? max : (size_t)1000);
+    for (int round = 0; round < VIEW_DEFER_ROUNDS && p->ndefer < max; round++) {
+        r = redisCommand(rc, "HSCAN %s %s COUNT %s", key, cursor, count);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY || r->element[0]->len >= sizeof cursor) {
+            set_err(rc, r && r->type == REDIS_REPLY_ERROR ? r : NULL, err, errlen);
+            freeReplyObject(r);
+            return -1;
+        }
+        const redisReply *a = r->element[1];
+        for (size_t i = 0; i + 1 < a->elements && p->ndefer < max; i += 2) {
+            const redisReply *k = a->element[i], *v = a->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            size_t d;
+            for (d = 0; d < p->ndefer; d++) /* HSCAN may return a field twice */
+                if (strlen(p->defer[d].address) == k->len && !memcmp(p->defer[d].address, k->str, k->len))
+                    break;
+            if (d < p->ndefer)
+                continue;
+            p->defer[d].address = lc_strndup(k->str, k->len);
+            parse_defer(&p->defer[d], v->str, v->len);
+            p->ndefer++;
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = 0;
+        freeReplyObject(r);
+        if (!strcmp(cursor, "0"))
+            break;
+    }
+    if (p->ndefer > 1)
+        qsort(p->defer, p->ndefer, sizeof *p->defer, cmp_defer);
+    if ((long long)p->ndefer > p->ndefer_total)
+        p->ndefer_total = (long long)p->ndefer; /* changed between HLEN and HSCAN */
+    return 0;
+}
+
 void lc_view_post_json(struct lc_json *j, const struct lc_post_view *p)
 {
     lc_json_obj(j);
@@ -418,6 +508,20 @@ void lc_view_post_json(struct lc_json *j, const struct lc_post_view *p)
             lc_json_kint(j, "delivered", p->dom[i].delivered);
             lc_json_kint(j, "deferred", p->dom[i].deferred);
             lc_json_kint(j, "bounced", p->dom[i].bounced);
+            lc_json_end(j);
+        }
+        lc_json_end(j);
+    }
+    if (p->has_defers) {
+        lc_json_kint(j, "deferrals_total", p->ndefer_total);
+        lc_json_key(j, "deferrals");
+        lc_json_arr(j);
+        for (size_t i = 0; i < p->ndefer; i++) {
+            lc_json_obj(j);
+            lc_json_kstr(j, "address", p->defer[i].address);
+            lc_json_kstr(j, "reply", p->defer[i].reply);
+            lc_json_kint(j, "at", p->defer[i].at);
+            lc_json_kint(j, "attempt", p->defer[i].attempt);
             lc_json_end(j);
         }
         lc_json_end(j);

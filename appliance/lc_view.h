@@ -6,7 +6,8 @@
  * structs the caller clears with the matching _clear/_free function (clearing a zeroed struct is a no-op).
  * Loaders return 1 (found), 0 (no such list/post) or -1 (Redis error, reason in err). Counters missing from a
  * hash read as 0; `pending` is computed (recipients - delivered - bounced, never below 0).
- * Limits: lists and posts are read in bounded numbers (the caller's max); domains of one post at most 100,000.
+ * Limits: lists and posts are read in bounded numbers (the caller's max); domains of one post at most 100,000;
+ * deferred recipients of one post at most the caller's max (10,000).
  */
 #ifndef LC_VIEW_H
 #define LC_VIEW_H
@@ -39,6 +40,14 @@ struct lc_dom_view {
     long long delivered, deferred, bounced;
 };
 
+/* one deferred recipient of a post (lc:postdefer:ID): its last deferral */
+struct lc_defer_view {
+    char *address;
+    char *reply;       /* the last reply (or local reason) */
+    long long at;      /* unix s of that deferral (0: unknown) */
+    long long attempt; /* attempts made, that one included (0: unknown) */
+};
+
 struct lc_post_view {
     uint64_t id;
     char *list, *from, *state;
@@ -47,6 +56,10 @@ struct lc_post_view {
     int has_domains;   /* domains were loaded (even if there are none) */
     size_t ndom;
     struct lc_dom_view *dom; /* sorted: most recipients first, then by name */
+    int has_defers;    /* deferrals were loaded (lc_view_post_defers) */
+    long long ndefer_total; /* HLEN lc:postdefer:ID: recipients deferred now */
+    size_t ndefer;
+    struct lc_defer_view *defer; /* at most the loader's max, sorted by address */
 };
 
 /* lc_view_list loads one list (address normalised by the caller). */
@@ -63,7 +76,11 @@ void lc_view_list_json(struct lc_json *j, const struct lc_list_view *v);
 int lc_view_post(redisContext *rc, uint64_t id, int with_domains, struct lc_post_view *out, char *err,
                  size_t errlen);
 void lc_view_post_clear(struct lc_post_view *p);
-/* lc_view_post_json writes the post as one JSON object (with "domains" when they were loaded). */
+/* lc_view_post_defers loads up to max (at most 10,000) deferred recipients of a loaded post with their last
+ * replies (HSCAN of lc:postdefer:ID, bounded in rounds) and their total (HLEN). Returns 0 or -1 (err set). */
+int lc_view_post_defers(redisContext *rc, struct lc_post_view *p, size_t max, char *err, size_t errlen);
+/* lc_view_post_json writes the post as one JSON object (with "domains" when they were loaded, and
+ * "deferrals" [{address, reply, at, attempt}] with "deferrals_total" when they were). */
 void lc_view_post_json(struct lc_json *j, const struct lc_post_view *p);
 
 /* lc_view_post_ids gets up to max post ids of a list, newest first, into a new array (caller frees);

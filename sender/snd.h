@@ -2,8 +2,8 @@
  *
  * The sender reads recipient batches from the Redis stream lc:stream:deliveries (group "sender", consumer
  * node.name), delivers each recipient in its own SMTP transaction with a signed VERP envelope sender over
- * persistent, pipelined connections, and acknowledges a batch (counters, bounce entries and XACK in one
- * MULTI/EXEC) once every recipient in it has an outcome. One epoll loop, no threads. Files:
+ * persistent, pipelined connections, and acknowledges a batch (counters, bounce entries, retries, the last reply
+ * of each deferred recipient in lc:postdefer:ID, and XACK in one MULTI/EXEC) once every recipient in it has an outcome. One epoll loop, no threads. Files:
  *   snd_main.c   main(): arguments, configuration, log, secret, loop, signals, run, clean exit.
  *   snd_queue.c  Redis: the blocking reader (XREADGROUP), the write connection (post loads, commits, XAUTOCLAIM,
  *                heartbeat XCLAIM), reconnect with backoff, the housekeeping tick.
@@ -60,6 +60,10 @@ struct redisReply;
 #define SND_RETRY_MOVE 1000        /* recipients moved back to work per poll */
 /* the deferral of a recipient whose batch has no route (hosts "": the expander's DNS lookup failed temporarily) */
 #define SND_NOROUTE_REPLY "451 4.4.3 temporary DNS failure: no route to the recipient's domain yet"
+/* lc:postdefer:ID: a deferred recipient's last deferral "UNIX_TIME attempt N: REPLY", at most this many octets;
+ * the hash lives sender.max_lifetime plus this long */
+#define SND_DEFER_VALUE_MAX 300
+#define SND_DEFER_TTL_EXTRA 86400
 #define SND_TLSPOL_MS 30000        /* lc:tlspolicy reload period */
 #define SND_HDR_LINES_MAX 2048     /* per-recipient List-Unsubscribe lines */
 #define SND_COPY_HDR_MAX 16384     /* a copy's own header lines: DKIM-Signature fields and List-Unsubscribe */
@@ -206,7 +210,7 @@ struct snd_rcpt {
     int64_t due;                 /* SND_O_DEFERRED: unix s of the next attempt */
     unsigned char tls;           /* enum snd_tls_policy for the recipient's domain */
     enum snd_outcome outcome;
-    char *reply;                 /* reply text of a bounce (owned) */
+    char *reply;                 /* reply text of a bounce, or (deferred) the lc:postdefer:ID value (owned) */
     struct snd_rcpt *next;       /* destination queue link */
 };
 

@@ -414,6 +414,40 @@ void snd_rcpt_failover(struct snd_rcpt *r, const char *why)
     snd_rcpt_route(r, why);
 }
 
+/* defer_value makes the lc:postdefer:ID value of a deferral: "UNIX_TIME attempt N: REPLY" with line breaks and
+ * other control octets shown as a space, cut to SND_DEFER_VALUE_MAX octets (never inside a UTF-8 sequence). */
+static char *defer_value(int64_t now, int attempt, const char *reply)
+{
+    char *v = lc_malloc(SND_DEFER_VALUE_MAX + 1);
+    int n = snprintf(v, SND_DEFER_VALUE_MAX + 1, "%lld attempt %d: ", (long long)now, attempt);
+    size_t k = n < 0 ? 0 : (size_t)n > SND_DEFER_VALUE_MAX ? SND_DEFER_VALUE_MAX : (size_t)n;
+    const unsigned char *p = (const unsigned char *)(reply ? reply : "");
+    size_t start = k;
+    for (; *p && k < SND_DEFER_VALUE_MAX; p++) {
+        unsigned char c = *p;
+        if (c < 0x20 || c == 0x7f)
+            c = ' ';
+        if (c == ' ' && k > start && v[k - 1] == ' ')
+            continue; /* "451-a\n451 b" reads as one line */
+        v[k++] = (char)c;
+    }
+    if (*p && k > start) { /* cut: drop a partial UTF-8 sequence at the end */
+        size_t e = k;
+        while (e > start && ((unsigned char)v[e - 1] & 0xC0) == 0x80)
+            e--;
+        if (e > start && ((unsigned char)v[e - 1] & 0x80)) {
+            unsigned char lead = (unsigned char)v[e - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+            if (k - (e - 1) < need)
+                k = e - 1;
+        }
+    }
+    while (k > start && v[k - 1] == ' ')
+        k--;
+    v[k] = '\0';
+    return v;
+}
+
 void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
 {
     struct snd_batch *b = r->batch;
@@ -441,6 +475,8 @@ void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
     r->outcome = o;
     if (o == SND_O_BOUNCED)
         r->reply = lc_strdup(reply);
+    else if (o == SND_O_DEFERRED)
+        r->reply = defer_value(now, r->attempt + 1, reply);
     snd_rcpt_host(r, host, sizeof host);
     snd_reply_quote(reply, q, sizeof q);
     if (o == SND_O_DEFERRED)

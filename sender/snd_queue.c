@@ -11,7 +11,9 @@
  * looks idle to a peer) then XAUTOCLAIM of entries idle over claim_ms (crashed peers).
  * Commit, one MULTI/EXEC per batch: HINCRBY lc:post:ID delivered/deferred/bounced, HINCRBY lc:postdom:ID
  * DOMAIN:outcome, XADD lc:stream:bounces * rcpt VERP from "" post ID sub SUBID reply TEXT for each bounce,
- * ZADD lc:retry of the deferred recipients (snd_retry.c), XACK, and a small Lua script that sets state=done
+ * ZADD lc:retry of the deferred recipients (snd_retry.c), HSET lc:postdefer:ID ADDR "TIME attempt N: REPLY" of
+ * each deferred recipient (+ EXPIRE max_lifetime + 1 day) and HDEL of each retried one that ended delivered or
+ * bounced, XACK, and a small Lua script that sets state=done
  * once delivered+bounced reaches recipients. `deferred` counts recipients waiting for a retry: a first attempt
  * deferred adds one, a retried recipient that ends delivered or bounced takes one off, a retry deferred again
  * changes nothing (the same for DOMAIN:deferred).
@@ -490,6 +492,43 @@ static void zadd_retries(struct snd_queue *q, struct snd_batch *b, int ndefer)
     free(argv);
 }
 
+/* postdefer queues, in the commit's MULTI, the batch's changes to lc:postdefer:ID: HSET of each deferred
+ * recipient's last deferral (with EXPIRE: sender.max_lifetime + SND_DEFER_TTL_EXTRA) and HDEL of each retried
+ * recipient that ended delivered or bounced. */
+static void postdefer(struct snd_queue *q, struct snd_batch *b)
+{
+    char key[LC_KEY_MAX], ttl[32];
+    if (lc_key_postdefer(key, sizeof key, b->post) < 0)
+        return;
+    const char **argv = lc_calloc((size_t)(2 + 2 * b->nrcpts), sizeof *argv);
+    size_t *lens = lc_calloc((size_t)(2 + 2 * b->nrcpts), sizeof *lens);
+    for (int pass = 0; pass < 2; pass++) { /* 0: HSET deferred, 1: HDEL resolved retries */
+        int k = 0;
+        argv[k++] = pass == 0 ? "HSET" : "HDEL";
+        argv[k++] = key;
+        for (int i = 0; i < b->nrcpts; i++) {
+            const struct snd_rcpt *r = &b->rcpts[i];
+            if (pass == 0 && r->outcome == SND_O_DEFERRED && r->reply) {
+                argv[k++] = r->addr;
+                argv[k++] = r->reply;
+            } else if (pass == 1 && r->outcome != SND_O_DEFERRED && r->attempt > 0) {
+                argv[k++] = r->addr;
+            }
+        }
+        if (k == 2)
+            continue;
+        for (int i = 0; i < k; i++)
+            lens[i] = strlen(argv[i]);
+        redisAsyncCommandArgv(q->wr, NULL, NULL, k, argv, lens);
+        if (pass == 0) {
+            snprintf(ttl, sizeof ttl, "%lld", (long long)q->snd->max_lifetime + SND_DEFER_TTL_EXTRA);
+            cmd(q->wr, NULL, NULL, 3, "EXPIRE", key, ttl);
+        }
+    }
+    free(lens);
+    free(argv);
+}
+
 void snd_queue_commit(struct snd_batch *b)
 {
     struct snd *snd = b->snd;
@@ -558,6 +597,7 @@ void snd_queue_commit(struct snd_batch *b)
         }
         if (ndefer)
             zadd_retries(q, b, ndefer);
+        postdefer(q, b);
     }
     cmd(ac, NULL, NULL, 4, "XACK", LC_S_DELIVERIES, LC_G_DELIVERIES, b->id);
     if (!b->drop)

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def main():
             {"rcpt": "reorder@a.test", "action": "reorder", "times": 1},
             {"stage": "body", "rcpt": "middata@b.test", "action": "drop", "listen": H[30], "times": 1},
             {"rcpt": "forever@e.test", "reply": "451 4.7.1 greylisted"},
+            {"rcpt": "twice@h.test", "reply": "451 4.7.1 try again later", "times": 2},
             {"rcpt": "fb451@f.test", "reply": "451 4.7.1 greylisted", "listen": H[30]},
             {"stage": "starttls", "listen": H[34], "action": "badtls"},
             {"stage": "starttls", "listen": H[35], "reply": "454 4.7.0 TLS not available"},
@@ -270,6 +272,14 @@ def main():
         check(len(retry) == 1 and retry[0].split("\n")[4] == "x@enc.test",
               "lc:retry holds exactly the encrypt-policy recipient (%s)" % [m.split("\n")[4] for m in retry])
         check("TLS policy encrypt" in text, "encrypt policy and no STARTTLS: deferred, not sent in clear")
+        # lc:postdefer:ID: the last reply of each recipient still deferred; retries that resolved are deleted
+        pd = hgetall(r, "lc:postdefer:1")
+        check(list(pd) == ["x@enc.test"] and re.match(r"^\d{10} attempt \d+: \S", pd["x@enc.test"])
+              and len(pd["x@enc.test"]) <= 300,
+              "lc:postdefer:1 holds only the recipient still deferred, as TIME attempt N: REPLY (%s)" % pd)
+        ttl = r.cmd("TTL", "lc:postdefer:1")
+        check(0 < ttl <= 4 * 86400 + 86400, "lc:postdefer:1 expires after sender.max_lifetime + 1 day (TTL %s)" % ttl)
+        check(r.cmd("EXISTS", "lc:postdefer:2") == 0, "an expired first attempt leaves no deferral behind")
 
         # headers, notices, chunking, TLS
         lu_ok = all(m["headers"].get("List-Unsubscribe") ==
@@ -310,6 +320,15 @@ def main():
         wait_for(lambda: hgetall(r, "lc:post:5").get("state") == "done", 10, "a later post is delivered")
         check(hgetall(r, "lc:post:5").get("delivered") == "3",
               "a batch after all faults is delivered in %.1f s (no wedged slot)" % (time.monotonic() - t0))
+        # a 451 twice, then delivered: its last reply is in lc:postdefer:7 while it waits, then deleted
+        make_post(r, 7, 1)
+        xadd(r, 7, "mx.h.test=" + H[30], ["twice@h.test"])
+        wait_for(lambda: "attempt 2: 451 4.7.1 try again later" in (r.cmd("HGET", "lc:postdefer:7", "twice@h.test")
+                                                                    or ""), 15,
+                 "a 451 recipient's last reply is in lc:postdefer:7 (attempt 2)")
+        wait_for(lambda: hgetall(r, "lc:post:7").get("state") == "done", 15, "the retry delivers it")
+        check(r.cmd("HEXISTS", "lc:postdefer:7", "twice@h.test") == 0 and
+              hgetall(r, "lc:post:7").get("delivered") == "1", "delivered by a retry: its lc:postdefer field is gone")
         check(r.cmd("XPENDING", DELIVERIES, "sender")[0] == 0, "XPENDING empty")
         check(procs.stop(sender, timeout=10) == 0, "SIGTERM: exit 0")
 

@@ -459,6 +459,29 @@ def run(procs):
     check(st == 200 and json.loads(body)["pending"] == 50, f"API post: {body}")
     st, _, _ = w.req("GET", "/posts/999")
     check(st == 404, "unknown post page")
+    # deferred recipients (lc:postdefer:ID, written by the sender): first 200 shown, "and N more", escaped
+    st, _, body = w.req("GET", "/posts/7")
+    check(st == 200 and "Deferred recipients" in body and "No recipient is waiting" in body, "post page: no deferrals")
+    r("HSET", "lc:postdefer:7", "<img src=x>@d1.test", f"{now - 5} attempt 3: 451 4.7.1 <b>greylisted</b> & later")
+    st, _, body = w.req("GET", "/posts/7")
+    check(st == 200 and 'id="deferrals"' in body and "<img src" not in body and "<b>greylisted" not in body and
+          "&lt;img src=x&gt;@d1.test" in body and "451 4.7.1 &lt;b&gt;greylisted&lt;/b&gt; &amp; later" in body,
+          "post page: deferred recipients with their last replies, escaped")
+    st, _, body = w.req("GET", "/api/posts/7", headers=bearer)
+    j = json.loads(body) if st == 200 else {}
+    check(j.get("deferrals_total") == 1 and j.get("deferrals") == [
+          {"address": "<img src=x>@d1.test", "reply": "451 4.7.1 <b>greylisted</b> & later", "at": now - 5,
+           "attempt": 3}], f"API post: deferrals with reply, time and attempt: {j.get('deferrals')}")
+    for i in range(202):
+        r("HSET", "lc:postdefer:7", f"u{i:03d}@d1.test", f"{now - 60} attempt 1: 421 4.3.2 busy {i}")
+    st, _, body = w.req("GET", "/posts/7")
+    check(st == 200 and body.count("<tr><td>u") + body.count("<tr><td>&lt;img") == 200 and "and 3 more" in body,
+          "post page: at most 200 deferred recipients and \"and 3 more\"")
+    st, _, body = w.req("GET", "/api/posts/7", headers=bearer)
+    j = json.loads(body) if st == 200 else {}
+    check(j.get("deferrals_total") == 203 and len({d["address"] for d in j.get("deferrals", [])}) == 200,
+          f"API post: 200 distinct deferrals of 203 ({len(j.get('deferrals', []))})")
+    r("DEL", "lc:postdefer:7")
 
     # ---- sessions: expiry and logout ----
     r("DEL", f"lc:session:{sid}")

@@ -5,7 +5,8 @@
  * elements, charts inline SVG with presentation attributes, the look comes from /style.css. Data is read with
  * lc_view (shared with the CLI) into copies; pages are rendered after the Redis connection is given back.
  * Limits: the dashboard shows at most WEB_LISTS lists and the WEB_POSTS newest posts; /api/lists returns at
- * most WEB_API_LISTS lists; list settings are bounded (WEB_SETTING_MAX bytes each).
+ * most WEB_API_LISTS lists; list settings are bounded (WEB_SETTING_MAX bytes each); a post shows at most
+ * WEB_DEFERS deferred recipients (HSCAN of lc:postdefer:ID) and how many more there are.
  */
 #include "web.h"
 #include "lc_buf.h"
@@ -27,6 +28,7 @@
 #define WEB_LISTS 200
 #define WEB_POSTS 20
 #define WEB_API_LISTS 10000
+#define WEB_DEFERS 200 /* deferred recipients shown on a post's page and in /api/posts/ID */
 
 static int lc_word_in_list(const char *w, const char *const *words)
 {
@@ -345,6 +347,35 @@ static int parse_id(const char *id, uint64_t *out)
     return *out ? 0 : -1;
 }
 
+/* render_defers writes the "Deferred recipients" table: each recipient waiting for a retry with its last reply. */
+static void render_defers(struct lc_buf *b, const struct lc_post_view *p)
+{
+    lc_buf_puts(b, "<h2>Deferred recipients</h2>");
+    if (!p->ndefer) {
+        lc_buf_puts(b, "<p class=\"empty\">No recipient is waiting for a retry.</p>\n");
+        return;
+    }
+    lc_buf_puts(b, "<table id=\"deferrals\"><thead><tr><th>Address</th><th>Last reply</th><th>When</th><th class="
+                   "\"num\">Attempt</th></tr></thead><tbody>\n");
+    for (size_t i = 0; i < p->ndefer; i++) {
+        const struct lc_defer_view *d = &p->defer[i];
+        char when[64] = "-";
+        time_t t = (time_t)d->at;
+        struct tm tm;
+        if (d->at > 0 && gmtime_r(&t, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        lc_buf_puts(b, "<tr>");
+        td_text(b, d->address);
+        td_text(b, d->reply);
+        td_text(b, when);
+        td_num(b, d->attempt);
+        lc_buf_puts(b, "</tr>\n");
+    }
+    lc_buf_puts(b, "</tbody></table>\n");
+    if (p->ndefer_total > (long long)p->ndefer)
+        lc_buf_printf(b, "<p id=\"deferrals-more\">and %lld more</p>\n", p->ndefer_total - (long long)p->ndefer);
+}
+
 void web_page_post(struct web_app *app, struct web_req *req, const char *id, struct web_resp *r)
 {
     uint64_t pid;
@@ -357,10 +388,14 @@ void web_page_post(struct web_app *app, struct web_req *req, const char *id, str
     memset(&p, 0, sizeof p);
     int got = -1;
     redisContext *rc = web_db_get(app->db, err, sizeof err);
-    if (rc)
+    if (rc) {
         got = lc_view_post(rc, pid, 1, &p, err, sizeof err);
+        if (got > 0 && lc_view_post_defers(rc, &p, WEB_DEFERS, err, sizeof err) < 0)
+            got = -1;
+    }
     web_db_put(app->db);
     if (got <= 0) {
+        lc_view_post_clear(&p);
         web_html_error(r, req, got < 0 ? 503 : 404, got < 0 ? "redis unavailable" : "no such post");
         return;
     }
@@ -396,6 +431,7 @@ void web_page_post(struct web_app *app, struct web_req *req, const char *id, str
         }
         lc_buf_puts(b, "</tbody></table>\n");
     }
+    render_defers(b, &p);
     web_page_end(r);
     lc_view_post_clear(&p);
 }
@@ -749,9 +785,14 @@ void web_api_post(struct web_app *app, const char *id, struct web_resp *r)
     int got = -1;
     memset(&p, 0, sizeof p);
     redisContext *rc = web_db_get(app->db, err, sizeof err);
-    if (rc)
+    if (rc) {
         got = lc_view_post(rc, pid, 1, &p, err, sizeof err);
+        if (got > 0 && lc_view_post_defers(rc, &p, WEB_DEFERS, err, sizeof err) < 0)
+            got = -1;
+    }
     web_db_put(app->db);
+    if (got <= 0)
+        lc_view_post_clear(&p);
     if (got < 0) {
         lc_warn("api post=%llu: %s", (unsigned long long)pid, err);
         web_json_error(r, 503, "redis unavailable");
