@@ -13,7 +13,7 @@
  *     lc:retry (or, past sender.max_lifetime, bounces as expired) and leaves `deferred` alone;
  *   - null MX, NXDOMAIN, no address (permanent): XADD lc:stream:bounces {rcpt, from "", post, sub, reply} (not
  *     for sub 0, a notice to a non-subscriber), HINCRBY lc:post:ID bounced +n deferred -n and lc:postdom:ID
- *     DOMAIN:bounced +n DOMAIN:deferred -n, then LC_LUA_POST_DONE (these may be the post's last recipients).
+ *     DOMAIN:bounced +n DOMAIN:deferred -n, HDEL of their lc:postdefer:ID fields, then LC_LUA_POST_DONE (these may be the post's last recipients).
  * No HSCAN, no suppression check (the recipient was chosen when the post was expanded), and `recipients` and
  * `state` are not touched. An entry whose post hash is gone, or without a usable recipient line, is
  * acknowledged with a warning and nothing else. While DNS is being asked, the entry is XCLAIMed to ourselves
@@ -61,7 +61,7 @@ struct rrun {
     struct exp *e;
     const char *entry;
     char ids[24];
-    char key[LC_KEY_MAX], domkey[LC_KEY_MAX];
+    char key[LC_KEY_MAX], domkey[LC_KEY_MAX], deferkey[LC_KEY_MAX];
     const char *from;    /* notices: the envelope sender; NULL: VERP */
     size_t from_len;
     int64_t touched;
@@ -330,6 +330,8 @@ static void queue_all(struct rrun *x, struct rr *v, size_t n, size_t *nbatches, 
         lc_info("post=%s domain=%s bounced=%zu reply=%s (on a retry)", x->ids, v[i].dom, j - i, reply);
         for (size_t k = i; k < j; k++) {
             char sub[24];
+            const char *hd[3] = {"HDEL", x->deferkey, v[k].addr}; /* no longer waiting: off the deferral list */
+            qcmd(x, 3, hd);
             if (v[k].sub == 0)
                 continue;
             snprintf(sub, sizeof sub, "%" PRIu64, v[k].sub);
@@ -452,6 +454,7 @@ int exp_reroute_run(struct exp *e, const char *entry_id, const struct redisReply
     snprintf(x.ids, sizeof x.ids, "%" PRIu64, id);
     lc_key_post(x.key, sizeof x.key, id);
     lc_key_postdom(x.domkey, sizeof x.domkey, id);
+    lc_key_postdefer(x.deferkey, sizeof x.deferkey, id);
     if (from) {
         x.from = from->str;
         x.from_len = from->len > LC_ADDR_MAX ? LC_ADDR_MAX : from->len;

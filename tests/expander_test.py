@@ -324,6 +324,8 @@ def reroute(t, url, subs):
            "s0@nx.test": "4 1700000004"}
     redis_cmd(url, "HSET", "lc:post:1", "deferred", "4")  # as if the sender had deferred these four
     redis_cmd(url, "HSET", "lc:postdom:1", "nx.test:deferred", "1")
+    redis_cmd(url, "HSET", "lc:postdefer:1", "s0@nx.test", "1700000004 attempt 4: 451 4.4.3 temporary DNS failure",
+              "s0@fail.test", "1700000001 attempt 2: 451 4.4.3 temporary DNS failure")  # the sender's last replies
     before = {eid for eid, _ in entries(url, "lc:stream:deliveries")}
     bnc_before = {eid for eid, _ in entries(url, "lc:stream:bounces")}
     redis_cmd(url, "XADD", "lc:stream:posts", "*", "post", "1", "rcpts",
@@ -353,6 +355,8 @@ def reroute(t, url, subs):
             f"reroute: the bounce moves one recipient from deferred to bounced ({post})")
     t.check(pdom.get("nx.test:deferred") == "0" and pdom.get("nx.test:bounced") == "3",
             f"reroute: per-domain counters ({pdom})")
+    waiting = redis_cmd(url, "HKEYS", "lc:postdefer:1")
+    t.check(waiting == ["s0@fail.test"], f"reroute: the bounced recipient leaves the deferral list ({waiting})")
     t.check(post.get("state") == "sending" and post.get("recipients"), "reroute: recipients and state untouched")
 
 
