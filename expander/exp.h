@@ -42,6 +42,7 @@ struct exp_rcpt {
     const char *addr; /* normalised address, in the set's arena */
     uint64_t subid;
     uint16_t dom;     /* offset of the domain (after '@') in addr */
+    uint32_t did;     /* the domain's number in order of first appearance (exp_rcpt.c) */
 };
 struct exp_domain {
     const char *name; /* points into the first recipient's address */

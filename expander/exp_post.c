@@ -1,8 +1,9 @@
 /* exp_post: expand one post into delivery batches.
  *
  * Steps: HMGET lc:post:ID list state (a post already `sending` or `done` was expanded before a crash or by
- * another expander: just XACK); HSCAN lc:active:LIST COUNT 1000, each page's addresses checked with
- * SMISMEMBER lc:suppress (skipped when the set is empty); sort by domain and drop duplicates (exp_rcpt);
+ * another expander: just XACK); HSCAN lc:active:LIST COUNT 10000 (the next page requested before this one is
+ * parsed, see scan()), each page's addresses checked with SMISMEMBER lc:suppress (skipped when the set is
+ * empty); sort by domain and drop duplicates (exp_rcpt);
  * resolve every domain (exp_dns) or, with sender.relay, route everything to "relay=HOST:PORT"; group domains
  * by their exact hosts string, order the groups by it (so by first MX host), cut each group into batches of
  * sender.batch_size; write everything with pipelined MULTI/EXEC.
@@ -52,7 +53,7 @@
 #include "lc_redis.h"
 #include "lc_schema.h"
 
-#define SCAN_COUNT "1000"
+#define SCAN_COUNT "10000"
 #define CHUNK_CMDS 1000          /* commands per MULTI/EXEC */
 #define CHUNK_BYTES (8u << 20)   /* bytes per MULTI/EXEC */
 #define TOUCH_MS 20000           /* XCLAIM our entry this often while working (XAUTOCLAIM takes 60 s idle) */
@@ -334,7 +335,43 @@ out:
     return rc;
 }
 
-/* scan reads every active subscriber of the list. */
+/* scan_send pipelines HSCAN akey cursor: written out now, so Redis computes the next page while we parse this
+ * one; scan_recv reads its reply (NULL on a failure, p->err set). */
+static int scan_send(struct post *p, const char *akey, const char *cursor)
+{
+    redisContext *c = p->e->wr;
+    int done = 0;
+    if (redisAppendCommand(c, "HSCAN %s %s COUNT " SCAN_COUNT, akey, cursor) != REDIS_OK)
+        goto err;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            goto err;
+    return PR_OK;
+err:
+    snprintf(p->err, sizeof p->err, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
+    return fail(p, "HSCAN");
+}
+
+static redisReply *scan_recv(struct post *p)
+{
+    redisContext *c = p->e->wr;
+    void *v = NULL;
+    if (redisGetReply(c, &v) != REDIS_OK || !v) {
+        snprintf(p->err, sizeof p->err, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
+        return NULL;
+    }
+    redisReply *r = v;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(p->err, sizeof p->err, "redis: %.*s", (int)r->len, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* scan reads every active subscriber of the list. Without a suppression check (the usual case: lc:suppress
+ * empty) the next HSCAN is sent before the current page is parsed, so Redis and we work at the same time; with
+ * one, the SMISMEMBER of a page goes on the same connection, so the pages are read one after another. */
 static int scan(struct post *p)
 {
     char akey[LC_KEY_MAX];
@@ -349,10 +386,11 @@ static int scan(struct post *p)
     int check_suppress = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
     freeReplyObject(r);
     char cursor[32] = "0";
+    int rc = scan_send(p, akey, cursor);
+    if (rc != PR_OK)
+        return rc;
     for (;;) {
-        if (*p->e->stop)
-            return PR_STOP;
-        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HSCAN %s %s COUNT " SCAN_COUNT, akey, cursor);
+        r = scan_recv(p);
         if (!r)
             return fail(p, "HSCAN");
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -362,13 +400,32 @@ static int scan(struct post *p)
             return fail(p, "HSCAN");
         }
         memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
-        int rc = scan_page(p, r->element[1], check_suppress);
+        int last = !strcmp(cursor, "0"), pending = 0;
+        touch(p); /* nothing outstanding on the connection here */
+        if (!last && !check_suppress && !*p->e->stop) {
+            if ((rc = scan_send(p, akey, cursor)) != PR_OK) {
+                freeReplyObject(r);
+                return rc;
+            }
+            pending = 1;
+        }
+        rc = scan_page(p, r->element[1], check_suppress);
         freeReplyObject(r);
-        if (rc != PR_OK)
+        if (rc == PR_OK && *p->e->stop)
+            rc = PR_STOP;
+        if (rc != PR_OK) {
+            if (pending) { /* read the HSCAN already sent, so the connection is in step again */
+                redisReply *x = scan_recv(p);
+                if (!x)
+                    return PR_CONN;
+                freeReplyObject(x);
+            }
             return rc;
-        touch(p);
-        if (!strcmp(cursor, "0"))
+        }
+        if (last)
             return PR_OK;
+        if (!pending && (rc = scan_send(p, akey, cursor)) != PR_OK)
+            return rc;
     }
 }
 
@@ -542,7 +599,7 @@ static size_t count_hosts(const struct exp_route *routes, const size_t *order, s
 
 struct totals {
     size_t rcpts, batches, bounced, deferred, mx_hosts;
-    long dns_ms;
+    long dns_ms, scan_ms, sort_ms, write_ms;
 };
 
 static int write_batch(struct post *p, const char *hosts, struct lc_buf *rcpts)
@@ -581,7 +638,16 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
         const struct exp_domain *dom = exp_rcpts_domain(s, di);
         for (uint32_t j = 0; j < dom->count && rc == PR_OK; j++) {
             const struct exp_rcpt *r = exp_rcpts_get(s, dom->first + j);
-            if (lc_buf_printf(b, "%" PRIu64 " %s\n", r->subid, r->addr) < 0)
+            char line[24 + LC_ADDR_MAX + 2], *q = line + 24;
+            uint64_t v = r->subid;
+            do
+                *--q = (char)('0' + v % 10);
+            while ((v /= 10) != 0);
+            size_t alen = strlen(r->addr), nlen = (size_t)(line + 24 - q);
+            line[24] = ' ';
+            memcpy(line + 25, r->addr, alen);
+            line[25 + alen] = '\n';
+            if (lc_buf_append(b, q, nlen + alen + 2) < 0)
                 lc_panic("post=%s batch buffer too small", p->ids);
             if (++inbatch == (size_t)p->e->batch_size) {
                 rc = write_batch(p, hosts, b);
@@ -718,6 +784,7 @@ static int route_and_write(struct post *p, struct totals *t)
         if (routes[i].status == EXP_ROUTE_OK || routes[i].status == EXP_ROUTE_TEMP)
             order[nok++] = i;
     }
+    int64_t tw = exp_now_ms();
     if (rc == PR_OK) {
         qsort_r(order, nok, sizeof *order, cmp_group, &pl);
         t->mx_hosts = count_hosts(routes, order, nok);
@@ -727,6 +794,7 @@ static int route_and_write(struct post *p, struct totals *t)
         rc = write_failed(p, &pl, ndom, t);
     if (rc == PR_OK)
         rc = write_final(p, t);
+    t->write_ms = (long)(exp_now_ms() - tw);
     free(names);
     free(routes);
     free(order);
@@ -761,10 +829,14 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
             lc_panic("post=%s recipient set full with one recipient", p->ids);
         lc_info("post=%s notice to=<%s> sub=%" PRIu64 " from=<%s>", p->ids, p->to, p->to_sub, p->from);
     } else if (rc == PR_OK && (rc = paused_check(p)) == PR_OK) {
+        int64_t ts = exp_now_ms();
         rc = scan(p);
+        t.scan_ms = (long)(exp_now_ms() - ts);
     }
     if (rc == PR_OK) {
+        int64_t ts = exp_now_ms();
         p->dups = exp_rcpts_finish(e->rcpts);
+        t.sort_ms = (long)(exp_now_ms() - ts);
         t.rcpts = exp_rcpts_count(e->rcpts);
         rc = route_and_write(p, &t);
     }
@@ -772,8 +844,9 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
         rc = PR_CONN;
     if (rc == PR_OK)
         lc_info("post=%s expanded recipients=%zu domains=%zu batches=%zu mx_hosts=%zu dns_ms=%ld bounced=%zu "
-                "noroute=%zu suppressed=%zu invalid=%zu", p->ids, t.rcpts, exp_rcpts_ndomains(e->rcpts), t.batches,
-                t.mx_hosts, t.dns_ms, t.bounced, t.deferred, p->suppressed, p->invalid);
+                "noroute=%zu suppressed=%zu invalid=%zu scan_ms=%ld sort_ms=%ld write_ms=%ld", p->ids, t.rcpts,
+                exp_rcpts_ndomains(e->rcpts), t.batches, t.mx_hosts, t.dns_ms, t.bounced, t.deferred, p->suppressed,
+                p->invalid, t.scan_ms, t.sort_ms, t.write_ms);
     if (p->dups)
         lc_debug("post=%s %zu duplicate subscriber entries dropped", p->ids, p->dups);
     exp_rcpts_reset(e->rcpts);
