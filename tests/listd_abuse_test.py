@@ -10,7 +10,6 @@ one line per check; exits 0 when all passed. Every wait is bounded.
 """
 
 import os
-import signal
 import socket
 import sys
 import threading
@@ -25,28 +24,7 @@ PER_IP = 8
 
 
 def main():
-    if not os.access(lsdtest.LISTD, os.X_OK):
-        print("FAIL listd binary not found at %s" % lsdtest.LISTD)
-        return 1
-
-    def on_alarm(signum, frame):
-        raise Failure("overall timeout of %d s" % OVERALL_TIMEOUT)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    e = None
-    try:
-        e = lsdtest.Env()
-        return run(e)
-    except (Failure, AssertionError, OSError) as ex:
-        print("FAIL harness: %s" % ex)
-        if e:
-            print("--- listd log (tail) ---\n" + e.log()[-3000:])
-        return 1
-    finally:
-        signal.alarm(0)
-        if e:
-            e.close()
+    return lsdtest.main(run, OVERALL_TIMEOUT)
 
 
 def send_bg(c, data):

@@ -11,7 +11,6 @@ wait is bounded (socket timeouts and an overall alarm).
 
 import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -24,28 +23,7 @@ OVERALL_TIMEOUT = 240
 
 
 def main():
-    if not os.access(lsdtest.LISTD, os.X_OK):
-        print("FAIL listd binary not found at %s" % lsdtest.LISTD)
-        return 1
-
-    def on_alarm(signum, frame):
-        raise Failure("overall timeout of %d s" % OVERALL_TIMEOUT)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    e = None
-    try:
-        e = lsdtest.Env()
-        return run(e)
-    except (Failure, AssertionError, OSError) as ex:
-        print("FAIL harness: %s" % ex)
-        if e:
-            print("--- listd log (tail) ---\n" + e.log()[-3000:])
-        return 1
-    finally:
-        signal.alarm(0)
-        if e:
-            e.close()
+    return lsdtest.main(run, OVERALL_TIMEOUT)
 
 
 def strip_received(m):

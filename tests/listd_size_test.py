@@ -8,7 +8,6 @@ Prints one line per check; exits 0 when all passed. Always cleans up; every wait
 """
 
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -157,28 +156,7 @@ def run(e):
 
 
 def main():
-    if not os.access(lsdtest.LISTD, os.X_OK):
-        print("FAIL listd binary not found at %s" % lsdtest.LISTD)
-        return 1
-
-    def on_alarm(signum, frame):
-        raise Failure("overall timeout of %d s" % OVERALL_TIMEOUT)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(OVERALL_TIMEOUT)
-    e = None
-    try:
-        e = lsdtest.Env()
-        return run(e)
-    except (Failure, AssertionError, OSError) as ex:
-        print("FAIL harness: %s" % ex)
-        if e:
-            print("--- listd log (tail) ---\n" + e.log()[-3000:])
-        return 1
-    finally:
-        signal.alarm(0)
-        if e:
-            e.close()
+    return lsdtest.main(run, OVERALL_TIMEOUT)
 
 
 if __name__ == "__main__":

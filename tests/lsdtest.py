@@ -194,3 +194,30 @@ def ehlo_caps(c, name="client.ex.test"):
     if code != 250:
         raise Failure("EHLO: %r" % lines)
     return [ln[4:].upper() for ln in lines[1:]]
+
+
+def main(run, timeout):
+    """Runs run(Env()) under an overall alarm of timeout seconds; prints listd's log tail on a harness failure
+    and always closes the environment. Returns the exit status for sys.exit."""
+    if not os.access(LISTD, os.X_OK):
+        print("FAIL listd binary not found at %s" % LISTD)
+        return 1
+
+    def on_alarm(signum, frame):
+        raise Failure("overall timeout of %d s" % timeout)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(timeout)
+    e = None
+    try:
+        e = Env()
+        return run(e)
+    except (Failure, AssertionError, OSError) as ex:
+        print("FAIL harness: %s" % ex)
+        if e:
+            print("--- listd log (tail) ---\n" + e.log()[-3000:])
+        return 1
+    finally:
+        signal.alarm(0)
+        if e:
+            e.close()
