@@ -13,59 +13,22 @@
 
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_loop.h"
 #include "lc_secret.h"
 
 #define PROG "listcast-bounce"
 
 static volatile sig_atomic_t stop_flag;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
-
-static void signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
-
 int main(int argc, char **argv)
 {
     char err[512];
-    int verbose = 0;
-    lc_log_init(PROG);
-    struct lc_cfg *cfg = lc_cfg_new();
-    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
-        goto usage;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-v") != 0) {
-            snprintf(err, sizeof err,
-                     "unknown argument \"%.100s\" (usage: %s [--config FILE] [--set key=value]... [-v])", argv[i],
-                     PROG);
-            goto usage;
-        }
-        verbose = 1;
-    }
-    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
-        goto usage;
-    if (!*lc_cfg_str(cfg, "redis.url")) {
-        snprintf(err, sizeof err, "redis.url: must be set");
-        goto usage;
-    }
-    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+    struct lc_cfg *cfg = lc_cfg_daemon(PROG, argc, argv, 1);
 
     struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
     if (!secret)
         lc_fatal("%s", err);
-    signals();
+    lc_flag_signals(&stop_flag);
     bnc_init();
 
     struct bnc_daemon *d = bnc_daemon_new(cfg, secret);
@@ -76,9 +39,4 @@ int main(int argc, char **argv)
     lc_secret_free(secret);
     lc_cfg_free(cfg);
     return rc == 0 ? 0 : 1;
-
-usage:
-    fprintf(stderr, "%s: %s\n", PROG, err);
-    lc_cfg_free(cfg);
-    return 2;
 }

@@ -479,3 +479,33 @@ void lc_cfg_dump(const struct lc_cfg *c, FILE *f)
     for (size_t i = 0; i < NKEYS; i++)
         fprintf(f, "%s = %s\n", keys[i].name, c->val[i]);
 }
+
+static void daemon_usage(const char *prog, struct lc_cfg *c, const char *why)
+{
+    fprintf(stderr, "%s: %s\nusage: %s [--config FILE] [--set key=value]... [-v]\n", prog, why, prog);
+    lc_cfg_free(c);
+    exit(2);
+}
+
+struct lc_cfg *lc_cfg_daemon(const char *prog, int argc, char **argv, int need_redis)
+{
+    char err[1024];
+    int verbose = 0;
+    lc_log_init(prog);
+    struct lc_cfg *c = lc_cfg_new();
+    if (lc_cfg_args(c, &argc, argv, err, sizeof err) < 0)
+        daemon_usage(prog, c, err);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-v") != 0) {
+            snprintf(err, sizeof err, "unknown argument \"%.100s\"", argv[i]);
+            daemon_usage(prog, c, err);
+        }
+        verbose = 1;
+    }
+    if (lc_cfg_finish(c, err, sizeof err) < 0)
+        daemon_usage(prog, c, err);
+    if (need_redis && !*lc_cfg_str(c, "redis.url"))
+        daemon_usage(prog, c, "redis.url: must be set (listcast up sets it)");
+    lc_log_verbose(verbose || lc_cfg_int(c, "log.verbose"));
+    return c;
+}

@@ -34,6 +34,12 @@ int lc_cfg_args(struct lc_cfg *c, int *argc, char **argv, char *err, size_t errl
  * Returns 0 or -1 with a reason in err. Call once after loading, before reading values. */
 int lc_cfg_finish(struct lc_cfg *c, char *err, size_t errlen);
 
+/* lc_cfg_daemon is the start of every daemon's main(): it reads --config/--set, accepts -v (debug lines),
+ * refuses any other argument, runs lc_cfg_finish, requires redis.url when need_redis is set, and sets the log
+ * name and verbosity. On any of these errors it prints "PROG: reason" and the usage line to stderr and exits 2.
+ * Returns the finished configuration (the caller frees it). */
+struct lc_cfg *lc_cfg_daemon(const char *prog, int argc, char **argv, int need_redis);
+
 /* Getters; the key must be in the table (a typo is a bug: lc_panic). Strings live as long as the config. */
 const char *lc_cfg_str(const struct lc_cfg *c, const char *key);
 long long lc_cfg_int(const struct lc_cfg *c, const char *key);

@@ -264,6 +264,28 @@ void lc_loop_signals(struct lc_loop *loop)
     sigaction(SIGPIPE, &sa, NULL);
 }
 
+static volatile sig_atomic_t *sig_flag;
+
+static void on_flag_signal(int sig)
+{
+    (void)sig;
+    if (sig_flag)
+        *sig_flag = 1;
+}
+
+void lc_flag_signals(volatile sig_atomic_t *flag)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sig_flag = flag;
+    sa.sa_handler = on_flag_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
 /* hiredis adapter */
 
 struct redis_ev {

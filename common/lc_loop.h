@@ -40,6 +40,11 @@ void lc_loop_stop(struct lc_loop *loop);
 /* lc_loop_signals makes SIGINT and SIGTERM stop the loop and ignores SIGPIPE. */
 void lc_loop_signals(struct lc_loop *loop);
 
+/* lc_flag_signals makes SIGINT and SIGTERM set *flag (for daemons without a loop, which check it between
+ * blocking calls) and ignores SIGPIPE. */
+#include <signal.h>
+void lc_flag_signals(volatile sig_atomic_t *flag);
+
 /* lc_loop_redis attaches an async hiredis context; returns 0 or -1 (already attached). */
 int lc_loop_redis(struct lc_loop *loop, struct redisAsyncContext *ac);
 

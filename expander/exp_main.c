@@ -13,47 +13,16 @@
 
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_loop.h"
 
 #define PROG "listcast-expander"
 
 static volatile sig_atomic_t stop_flag;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
-
-static void signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
-
 int main(int argc, char **argv)
 {
     char err[512];
-    int verbose = 0;
-    lc_log_init(PROG);
-    struct lc_cfg *cfg = lc_cfg_new();
-    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
-        goto usage;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-v") != 0) {
-            snprintf(err, sizeof err, "unknown argument \"%s\" (usage: %s [--config FILE] [--set key=value]... [-v])",
-                     argv[i], PROG);
-            goto usage;
-        }
-        verbose = 1;
-    }
-    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
-        goto usage;
+    struct lc_cfg *cfg = lc_cfg_daemon(PROG, argc, argv, 1);
     const char *pr = lc_cfg_str(cfg, "complaints.pause_rate");
     char *end;
     double pause_rate = strtod(pr, &end);
@@ -61,12 +30,7 @@ int main(int argc, char **argv)
         snprintf(err, sizeof err, "complaints.pause_rate: '%.50s' is not a fraction between 0 and 1", pr);
         goto usage;
     }
-    if (!*lc_cfg_str(cfg, "redis.url")) {
-        snprintf(err, sizeof err, "redis.url: must be set");
-        goto usage;
-    }
-    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
-    signals();
+    lc_flag_signals(&stop_flag);
 
     struct exp e = {
         .url = lc_cfg_str(cfg, "redis.url"),

@@ -20,30 +20,10 @@
 #include "lc_loop.h"
 #include "lc_secret.h"
 
-static void usage_exit(const char *why)
-{
-    fprintf(stderr, "%s: %s\nusage: %s [--config FILE] [--set key=value]... [-v]\n", LSD_PROG, why, LSD_PROG);
-    exit(2);
-}
-
 int main(int argc, char **argv)
 {
     char err[1024];
-    int verbose = 0;
-    struct lc_cfg *cfg = lc_cfg_new();
-    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
-        usage_exit(err);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-v"))
-            verbose = 1;
-        else
-            usage_exit("unknown argument");
-    }
-    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
-        usage_exit(err);
-
-    lc_log_init(LSD_PROG);
-    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+    struct lc_cfg *cfg = lc_cfg_daemon(LSD_PROG, argc, argv, 1);
 
     struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
     if (!secret)

@@ -18,33 +18,10 @@
 #include "lc_loop.h"
 #include "lc_secret.h"
 
-static void usage_exit(const char *why)
-{
-    fprintf(stderr, "%s: %s\n", SND_PROG, why);
-    fprintf(stderr, "usage: %s [--config FILE] [--set key=value]... [-v]\n", SND_PROG);
-    exit(2);
-}
-
 int main(int argc, char **argv)
 {
     char err[512];
-    int verbose = 0;
-    lc_log_init(SND_PROG);
-    struct lc_cfg *cfg = lc_cfg_new();
-    if (lc_cfg_args(cfg, &argc, argv, err, sizeof err) < 0)
-        usage_exit(err);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-v") != 0) {
-            snprintf(err, sizeof err, "unknown argument \"%.100s\"", argv[i]);
-            usage_exit(err);
-        }
-        verbose = 1;
-    }
-    if (lc_cfg_finish(cfg, err, sizeof err) < 0)
-        usage_exit(err);
-    if (!*lc_cfg_str(cfg, "redis.url"))
-        usage_exit("redis.url: must be set");
-    lc_log_verbose(verbose || lc_cfg_int(cfg, "log.verbose"));
+    struct lc_cfg *cfg = lc_cfg_daemon(SND_PROG, argc, argv, 1);
 
     struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
     if (!secret) {
