@@ -6,7 +6,9 @@
  *
  * Threads: libmicrohttpd runs a small pool of epoll threads (WEB_THREADS) that call the request handler; the
  * main thread only waits for SIGTERM/SIGINT. Redis access goes through a pool of synchronous connections, one
- * per thread at most (web_db), each reconnected after an I/O error.
+ * per thread at most (web_db), each reconnected after an I/O error. The domain checks of /doctor (web_doctor.c)
+ * run in threads of their own while their requests are suspended (MHD_suspend_connection): they never hold a
+ * pool thread.
  */
 #ifndef WEB_H
 #define WEB_H
@@ -39,16 +41,23 @@ void web_db_put(struct web_db *db);
 int web_db_ping(struct web_db *db);
 
 /* ---- the application and one request ---- */
+struct web_doctor;
+
 struct web_app {
     struct web_db *db;
     const struct lc_cfg *cfg;
     const struct lc_secret *secret;
     int https;           /* served over TLS: cookies get Secure */
+    struct web_doctor *doctor; /* the domain checks (web_doctor.c) */
 };
 
 enum web_auth { WEB_AUTH_NONE, WEB_AUTH_SESSION, WEB_AUTH_BEARER };
 
 struct web_import; /* web_subs.c: a CSV import in progress */
+struct web_doctor_job; /* web_doctor.c: a domain check, running or done */
+
+/* web_req.doc_wait: where a request waiting for a domain check is (under the web_doctor lock) */
+enum { WEB_DOC_NONE, WEB_DOC_REGISTERED, WEB_DOC_SUSPENDED, WEB_DOC_WAKE };
 
 struct web_req {
     struct MHD_Connection *conn;
@@ -62,6 +71,9 @@ struct web_req {
     char csrf[65];        /* the session's CSRF token */
     struct web_import *imp; /* streaming CSV import, when the route is one */
     int handled;          /* a streaming route answered already */
+    struct web_doctor_job *doctor; /* the domain check this request shows (a reference), or NULL */
+    int doc_wait;         /* WEB_DOC_* */
+    int suspended;        /* the route suspended the connection: no response now, the handler runs again */
 };
 
 struct web_resp {
@@ -169,6 +181,19 @@ void web_page_moderation(struct web_app *app, struct web_req *req, struct web_re
 void web_do_moderate(struct web_app *app, struct web_req *req, const char *id, struct web_resp *r);
 /* web_bounces: a list's bounce report (by reason, domain and post), page or JSON. */
 void web_bounces(struct web_app *app, struct web_req *req, const char *list, struct web_resp *r);
+
+/* ---- web_doctor.c: the sending-domain checks of `listcast doctor` (/doctor, /api/doctor) ---- */
+struct web_doctor *web_doctor_new(const struct lc_cfg *cfg);
+/* web_doctor_stop refuses new checks, cancels the running ones and waits for their threads (which resume the
+ * connections waiting on them): call it before web_server_stop. */
+void web_doctor_stop(struct web_doctor *d);
+void web_doctor_free(struct web_doctor *d);
+/* web_doctor serves GET /doctor and /api/doctor (domain NULL: the sending domains, or the check of the query
+ * argument domain) and /doctor/DOMAIN, /api/doctor/DOMAIN. It may suspend the connection (req->suspended) until
+ * the check ends; the handler is then called again and answers. */
+void web_doctor(struct web_app *app, struct web_req *req, const char *domain, struct web_resp *r);
+/* web_doctor_release drops the request's reference to its check (at the end of the request). */
+void web_doctor_release(struct web_req *req);
 
 /* ---- web_http.c: the libmicrohttpd server ---- */
 struct web_server;

@@ -8,6 +8,8 @@
  * (form field csrf or X-CSRF-Token header) or it answers 403 and changes nothing. Every response carries a
  * Content-Security-Policy (default-src 'self', no framing), X-Frame-Options DENY, X-Content-Type-Options
  * nosniff, Referrer-Policy no-referrer and Cache-Control no-store.
+ * A route may suspend its connection (the domain checks of /doctor, which run in threads of their own): the
+ * handler then answers nothing and is called again once the route resumes it.
  * Limits: WEB_THREADS threads, WEB_CONN_LIMIT connections, 30 s idle timeout, 64 KiB of memory per connection
  * (bounds the request line and headers), responses up to WEB_BODY_MAX.
  */
@@ -157,6 +159,10 @@ static void route_private(struct web_app *app, struct web_req *req, struct web_r
         get ? web_page_moderation(app, req, r) : not_allowed(r, "GET, HEAD");
     } else if ((rest = after(url, "/moderation/")) || (rest = after(url, "/api/moderation/"))) {
         get ? not_allowed(r, "POST") : web_do_moderate(app, req, rest, r);
+    } else if (!strcmp(url, "/doctor") || !strcmp(url, "/api/doctor")) {
+        get ? web_doctor(app, req, NULL, r) : not_allowed(r, "GET, HEAD");
+    } else if ((rest = after(url, "/doctor/")) || (rest = after(url, "/api/doctor/"))) {
+        get ? web_doctor(app, req, rest, r) : not_allowed(r, "GET, HEAD");
     } else if ((rest = after(url, "/imports/")) || (rest = after(url, "/api/imports/"))) {
         get ? web_page_import(app, req, rest, r) : not_allowed(r, "GET, HEAD");
     } else if ((rest = after(url, "/lists/")) || (rest = after(url, "/api/lists/"))) {
@@ -271,6 +277,7 @@ static void cstate_free(struct web_cstate *cs)
     if (!cs)
         return;
     web_import_free(cs->req.imp);
+    web_doctor_release(&cs->req);
     lc_buf_free(cs->req.body);
     lc_buf_free(cs->early.body);
     free(cs->url);
@@ -361,6 +368,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         web_import_finish(req->imp, req, &r);
     else
         route(s->app, req, &r);
+    if (req->suspended) { /* the route suspended the connection: it answers when resumed */
+        req->suspended = 0;
+        lc_buf_free(r.body);
+        return MHD_YES;
+    }
     enum MHD_Result ret = send_resp(conn, &r, cs->method, cs->url);
     lc_buf_free(r.body);
     return ret;
@@ -386,7 +398,7 @@ struct web_server *web_server_start(struct web_app *app, const char *hostport, c
     }
     struct web_server *s = lc_calloc(1, sizeof *s);
     s->app = app;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (cert_pem && key_pem)

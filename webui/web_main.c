@@ -92,7 +92,7 @@ int main(int argc, char **argv)
         if (!key)
             lc_fatal("%s", err);
     }
-    struct web_app app = {web_db_new(lc_cfg_str(cfg, "redis.url")), cfg, secret, cert != NULL};
+    struct web_app app = {web_db_new(lc_cfg_str(cfg, "redis.url")), cfg, secret, cert != NULL, web_doctor_new(cfg)};
     struct web_server *srv = web_server_start(&app, lc_cfg_str(cfg, "http.listen"), cert, key, err, sizeof err);
     if (!srv)
         lc_fatal("%s", err);
@@ -105,7 +105,9 @@ int main(int argc, char **argv)
     while (sigwait(&stop, &sig) != 0)
         ;
     lc_info("got %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    web_doctor_stop(app.doctor); /* first: it resumes the connections waiting on a check */
     web_server_stop(srv);
+    web_doctor_free(app.doctor);
     web_db_free(app.db);
     free(cert);
     free(key);

@@ -64,7 +64,9 @@ static const char style_css[] =
     ".charts{display:flex;gap:2em;flex-wrap:wrap}.chart{background:#fff;padding:.5em;box-shadow:0 1px 2px #0002}\n"
     ".pager a{margin-right:1em}h2.title{font-size:1.25em}table.kv{width:auto}\n"
     "section.held{background:#fff;padding:.5em 1em;margin:1em 0;box-shadow:0 1px 2px #0002}\n"
-    "pre.excerpt{max-height:12em;overflow:auto;background:#f6f7f9;padding:.5em;font-size:.85em}\n";
+    "pre.excerpt{max-height:12em;overflow:auto;background:#f6f7f9;padding:.5em;font-size:.85em}\n"
+    ".doc-ok .state{background:#d5f2dc}.doc-warn .state{background:#fff1c2}.doc-fail .state{background:#f8d0d0}\n"
+    "pre.fix{white-space:pre-wrap;word-break:break-all;margin:0;font-size:.85em;background:#eef0f3;padding:.3em}\n";
 
 void web_page_health(struct web_app *app, struct web_resp *r)
 {
@@ -711,8 +713,10 @@ void web_page_list(struct web_app *app, struct web_req *req, const char *arg, st
     list_link(b, list, "/export");
     lc_buf_puts(b, "\">Export CSV</a> &middot; <a href=\"");
     list_link(b, list, "/bounces");
-    lc_buf_puts(b, "\">Bounce report</a></p>\n<h2>Settings</h2><form method=\"post\" class=\"card\" id=\"settings\" "
-                   "action=\"");
+    lc_buf_puts(b, "\">Bounce report</a> &middot; <a id=\"doctor-link\" href=\"/doctor/");
+    web_url_esc(b, lc_addr_domain(list));
+    lc_buf_puts(b, "\">Check the sending domain</a></p>\n<h2>Settings</h2><form method=\"post\" class=\"card\" "
+                   "id=\"settings\" action=\"");
     list_link(b, list, "");
     lc_buf_puts(b, "\">");
     web_csrf_field(b, req);

@@ -546,7 +546,7 @@ void web_page_start(struct web_resp *r, const struct web_req *req, const char *t
                    "<h1><a href=\"/\">listcast</a></h1>");
     if (req && req->auth != WEB_AUTH_NONE) {
         lc_buf_puts(b, "<nav><a href=\"/\">Dashboard</a> <a href=\"/moderation\">Moderation</a> "
-                       "<span class=\"who\">");
+                       "<a href=\"/doctor\">Domain doctor</a> <span class=\"who\">");
         web_html_esc(b, req->user);
         lc_buf_puts(b, "</span> <form method=\"post\" action=\"/logout\" class=\"inline\">");
         web_csrf_field(b, req);
