@@ -1,7 +1,7 @@
 /* bnc.h: private header of the bounce daemon and its parser library (lc_bounce).
  *
  * The parser's public interface is bnc_parse.h; this header adds the helpers shared between the parser's
- * files (bnc_parse.c, bnc_reason.c, bnc_text.c) and the daemon's (bnc_main.c, bnc_act.c).
+ * files (bnc_parse.c, bnc_reason.c, bnc_text.c) and the daemon's (bnc_main.c, bnc_act.c, bnc_probe.c).
  */
 #ifndef BNC_H
 #define BNC_H
@@ -122,5 +122,22 @@ struct bnc_daemon;
 struct bnc_daemon *bnc_daemon_new(const struct lc_cfg *cfg, const struct lc_secret *secret);
 void bnc_daemon_free(struct bnc_daemon *d);
 int bnc_daemon_run(struct bnc_daemon *d, volatile sig_atomic_t *stop);
+
+/* ---- bnc_probe.c (daemon): bounce probes, out and back ---- */
+
+struct redisContext;
+struct bnc_probe;
+
+/* bnc_probe_new makes the prober (cfg and secret stay the caller's and must outlive it); bnc_probe_free(NULL)
+ * is a no-op. bnc_probe_load loads its Lua scripts into rc's server (after every connect): 0, or -1 with err.
+ * bnc_probe_kick asks for a round at the next bnc_probe_tick (a batch just disabled someone).
+ * bnc_probe_tick runs one round when one is due (every BNC_PROBE_EVERY_MS, or kicked): queues the probes
+ * that are due and checks the probes in flight, each a bounded number. Returns 0, or -1 when rc must be
+ * dropped and connected again (connection lost, script cache flushed). */
+struct bnc_probe *bnc_probe_new(const struct lc_cfg *cfg, const struct lc_secret *secret);
+void bnc_probe_free(struct bnc_probe *p);
+int bnc_probe_load(struct bnc_probe *p, struct redisContext *rc, char *err, size_t errlen);
+void bnc_probe_kick(struct bnc_probe *p);
+int bnc_probe_tick(struct bnc_probe *p, struct redisContext *rc, volatile sig_atomic_t *stop);
 
 #endif

@@ -17,8 +17,11 @@
  * leaves the entry pending and nothing written, a crash after leaves nothing to redo. The list's policy
  * (lc:list:LIST bounce_hard, bounce_soft, bounce_threshold, bounce_stale_days; defaults 1, 0.5, 5, 7) decides:
  * bounce_score += hard or soft, after a reset to 0 when the last bounce is older than the stale period (decay);
- * the subscriber is disabled (status disabled, removed from lc:active:LIST, probe=pending for the probe sender)
- * when the score reaches the threshold or a hard bounce says the address is dead (userunknown, hostunknown, hasmoved).
+ * the subscriber is disabled (status disabled, removed from lc:active:LIST, probe=pending and lc:probe:pending for
+ * bnc_probe.c unless the list's probe is 0) when the score reaches the threshold or a hard bounce says the address
+ * is dead (userunknown, hostunknown, hasmoved). A failure attributed to a bounce probe (its post hash has probe=1
+ * and names this subscriber) unsubscribes in the same script when it is evidence against the mailbox
+ * (probe_evidence: not a policy/spam/authentication refusal, not x.7.x), else marks the probe refused.
  * Every failure also counts in the list's report hashes (lc:bncstat:{reason,domain,post}:LIST) and the list's
  * `bounces` counter.
  * lc:post:ID bounced is counted only for listd's entries (the sender already counted its own 5xx replies), and
@@ -28,6 +31,8 @@
  * the post's `complaints` and the report hashes. Delay notices, auto-replies and messages that name no failure
  * change nothing and are logged.
  * Entries that change nothing are acknowledged and deleted in a MULTI/EXEC of their own, in the same pipeline.
+ * Between reads the same connection runs a round of bounce probes (bnc_probe_tick: at most every second, or
+ * at once after a batch that disabled someone).
  * Limits: COUNT BNC_READ_COUNT entries a read (messages are at most smtp.max_message_size each, so a batch of
  * large messages can hold much memory for one round).
  */
@@ -69,6 +74,7 @@ struct bnc_daemon {
     char sha_fail[48];      /* SHA1 of LC_LUA_BOUNCE_FAIL / LC_LUA_BOUNCE_COMPLAINT, loaded on connect */
     char sha_complaint[48];
     int reload;             /* a NOSCRIPT reply: reconnect (and load the scripts again) */
+    struct bnc_probe *probe; /* bounce probes (bnc_probe.c), run between reads on the same connection */
 };
 
 /* The fields of one stream entry (pointers into the reply; msg/reply may hold NULs). */
@@ -102,6 +108,7 @@ struct bnc_daemon *bnc_daemon_new(const struct lc_cfg *cfg, const struct lc_secr
     d->secret = secret;
     d->url = lc_cfg_str(cfg, "redis.url");
     d->node = lc_cfg_str(cfg, "node.name");
+    d->probe = bnc_probe_new(cfg, secret);
     return d;
 }
 
@@ -111,6 +118,7 @@ void bnc_daemon_free(struct bnc_daemon *d)
         return;
     if (d->rc)
         redisFree(d->rc);
+    bnc_probe_free(d->probe);
     free(d);
 }
 
@@ -174,7 +182,8 @@ static int ensure_connected(struct bnc_daemon *d, volatile sig_atomic_t *stop)
         d->rc = lc_redis_connect(d->url, BNC_CMD_TIMEOUT_MS, err, sizeof err);
         if (d->rc && lc_redis_group(d->rc, LC_S_BOUNCES, LC_G_BOUNCES, err, sizeof err) == 0 &&
             load_script(d, LC_LUA_BOUNCE_FAIL, d->sha_fail, sizeof d->sha_fail, err, sizeof err) == 0 &&
-            load_script(d, LC_LUA_BOUNCE_COMPLAINT, d->sha_complaint, sizeof d->sha_complaint, err, sizeof err) == 0) {
+            load_script(d, LC_LUA_BOUNCE_COMPLAINT, d->sha_complaint, sizeof d->sha_complaint, err, sizeof err) == 0 &&
+            bnc_probe_load(d->probe, d->rc, err, sizeof err) == 0) {
             if (d->fails)
                 lc_info("redis: connected again");
             d->fails = 0;
@@ -264,6 +273,24 @@ struct job {
 static int is_dead_reason(const char *reason)
 {
     return !strcmp(reason, "userunknown") || !strcmp(reason, "hostunknown") || !strcmp(reason, "hasmoved");
+}
+
+/* Whether a failure of a bounce probe is evidence that the mailbox is dead (LC_LUA_BOUNCE_FAIL ARGV[13]): any
+ * failure but a refusal of the message or of us (policy, spam, virus, authentication such as SPF/DKIM/DMARC,
+ * reputation, blocklists, rate limits: the reasons below, and every x.7.x status), which says nothing about
+ * the mailbox. `expired` (the sender gave up after sender.max_lifetime) counts as evidence. */
+static int probe_evidence(const struct bnc_rcpt *f)
+{
+    static const char *const policy[] = {"blocked", "spamdetected", "virusdetected", "policyviolation",
+                                         "securityerror", "authfailure", "requireptr", "badreputation",
+                                         "contenterror", "rejected", "notcompliantrfc", "speeding", "toomanyconn",
+                                         "norelaying", "syntaxerror", "mesgtoobig", "exceedlimit"};
+    if ((f->status[0] == '4' || f->status[0] == '5') && !strncmp(f->status + 1, ".7.", 3))
+        return 0;
+    for (size_t i = 0; i < sizeof policy / sizeof policy[0]; i++)
+        if (f->reason && !strcmp(f->reason, policy[i]))
+            return 0;
+    return 1;
 }
 
 /* The domain part of an address ("" when none). */
@@ -429,10 +456,11 @@ static int job_queue(struct bnc_daemon *d, struct job *j)
     } else if (j->kind == JOB_FAIL) {
         const struct bnc_rcpt *f = &j->f;
         const char *dead = f->hard && is_dead_reason(f->reason) ? f->reason : "";
-        const char *a[] = {"EVALSHA", d->sha_fail, "9", k->sub, k->active, k->post, k->postbnc, k->list, k->reason,
-                           k->domain, k->bpost, LC_S_BOUNCES, j->id, LC_G_BOUNCES, subid, j->o.addr, f->reason,
-                           f->hard ? "1" : "0", dead, f->status[0] ? f->status : "-", now,
-                           j->o.from_listd ? "1" : "0", j->o.post ? postid : "", domain_of(j->o.addr), NULL};
+        const char *a[] = {"EVALSHA", d->sha_fail, "11", k->sub, k->active, k->post, k->postbnc, k->list, k->reason,
+                           k->domain, k->bpost, LC_S_BOUNCES, LC_K_PROBE_PENDING, LC_K_PROBE_SENT, j->id,
+                           LC_G_BOUNCES, subid, j->o.addr, f->reason, f->hard ? "1" : "0", dead,
+                           f->status[0] ? f->status : "-", now, j->o.from_listd ? "1" : "0", j->o.post ? postid : "",
+                           domain_of(j->o.addr), probe_evidence(f) ? "1" : "0", NULL};
         append(d, a);
         n = 1;
     } else if (j->kind == JOB_COMPLAINT) {
@@ -494,17 +522,27 @@ static int job_reply(struct bnc_daemon *d, struct job *j, int n)
             last->element[0]->integer == 0) {
             lc_warn("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> dropped: no subscriber hash", o->post, o->sub,
                     o->addr);
-        } else if (last->type == REDIS_REPLY_ARRAY && last->elements == 4 &&
+        } else if (last->type == REDIS_REPLY_ARRAY && last->elements >= 5 &&
                    last->element[1]->type == REDIS_REPLY_STRING) {
             const char *score = last->element[1]->str;
             int disabled = last->element[2]->type == REDIS_REPLY_INTEGER && last->element[2]->integer == 1;
             int stale = last->element[3]->type == REDIS_REPLY_INTEGER && last->element[3]->integer == 1;
+            long long probe = last->element[4]->type == REDIS_REPLY_INTEGER ? last->element[4]->integer : 0;
             const char *status = f->status[0] ? f->status : "-";
             lc_info("bounce post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> status=%s reason=%s hard=%d score=%s%s",
                     o->post, o->sub, o->addr, status, f->reason, f->hard, score, stale ? " (stale score reset)" : "");
-            if (disabled)
-                lc_info("sub=%" PRIu64 " list=%s rcpt=<%s> disabled score=%s reason=%s probe=pending", o->sub, o->list,
-                        o->addr, score, f->hard && is_dead_reason(f->reason) ? f->reason : "threshold");
+            if (disabled) {
+                lc_info("sub=%" PRIu64 " list=%s rcpt=<%s> disabled score=%s reason=%s", o->sub, o->list, o->addr,
+                        score, f->hard && is_dead_reason(f->reason) ? f->reason : "threshold");
+                bnc_probe_kick(d->probe);
+            }
+            if (probe == 1)
+                lc_info("probe post=%" PRIu64 " sub=%" PRIu64 " list=%s rcpt=<%s> failed status=%s reason=%s: "
+                        "unsubscribed", o->post, o->sub, o->list, o->addr, status, f->reason);
+            else if (probe == 2)
+                lc_info("probe post=%" PRIu64 " sub=%" PRIu64 " list=%s rcpt=<%s> refused status=%s reason=%s (not "
+                        "evidence of a dead mailbox): probe=refused, left disabled", o->post, o->sub, o->list,
+                        o->addr, status, f->reason);
         }
     } else if (j->kind == JOB_COMPLAINT) {
         lc_info("complaint post=%" PRIu64 " sub=%" PRIu64 " rcpt=<%s> %s unsubscribed suppressed", o->post, o->sub,
@@ -647,6 +685,8 @@ int bnc_daemon_run(struct bnc_daemon *d, volatile sig_atomic_t *stop)
                 continue;
         }
         read_once(d, stop);
+        if (d->rc && bnc_probe_tick(d->probe, d->rc, stop) < 0)
+            drop_connection(d, "probe round failed");
     }
     return 0;
 }

@@ -2,7 +2,8 @@
  *
  * Usage: listcast-bounce [--config FILE] [--set key=value]... [-v]
  * Reads lc:stream:bounces (group "bounce", consumer node.name), classifies each entry (bounce message or the
- * sender's SMTP reply) and updates the subscriber (bnc_act.c). Exit codes: 0 on SIGTERM/SIGINT, 1 on a fatal
+ * sender's SMTP reply) and updates the subscriber (bnc_act.c); between reads, sends and follows the bounce probes
+ * of subscribers disabled by bounces (bnc_probe.c). Exit codes: 0 on SIGTERM/SIGINT, 1 on a fatal
  * error (secret unreadable), 2 on a usage or configuration error. Redis errors are retried with backoff.
  */
 #include "bnc.h"

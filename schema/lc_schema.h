@@ -22,6 +22,8 @@
 #define LC_K_SUPPRESS "lc:suppress"           /* SET of globally suppressed addresses */
 #define LC_K_RETRY "lc:retry"                 /* ZSET: deferred recipients waiting for a retry, scored by due time */
 #define LC_K_TLSPOLICY "lc:tlspolicy"         /* HASH domain -> STARTTLS policy none|may|encrypt (sender) */
+#define LC_K_PROBE_PENDING "lc:probe:pending" /* ZSET sub key -> unix time a bounce probe is due (bounce) */
+#define LC_K_PROBE_SENT "lc:probe:sent"       /* ZSET sub key -> unix time of the probe's next check (bounce) */
 
 /* Streams and their consumer groups. */
 #define LC_S_POSTS "lc:stream:posts"          /* listd -> expander: field post=<id> */
@@ -71,10 +73,17 @@
  * [5] = reason, [6] = hard (0/1), [7] = the reason when it says the address is dead (disables at once) else "",
  * [8] = enhanced status or "-", [9] = now (unix s), [10] = 1 to move the recipient from delivered to bounced in
  * the post (a DSN; same rule as LC_LUA_POST_DSN), [11] = post id to count in bncstat:post ("" = none),
- * [12] = the address's domain. The list's bounce_hard/soft/threshold/stale_days (defaults 1, 0.5, 5, 7 days)
- * decide the score (reset to 0 when the last bounce is stale) and whether to disable (status disabled,
- * probe=pending, HDEL lc:active). Without a subscriber hash (no status) only the entry is acknowledged.
- * Returns {0} (no subscriber) or {1, new score as written, 1 if it disabled an active subscriber, 1 if stale}. */
+ * [12] = the address's domain, [13] = 1 when the failure is evidence against the mailbox (not a policy, spam,
+ * authentication or reputation refusal: see bnc_act.c), else 0; KEYS[10] = lc:probe:pending, [11] = lc:probe:sent.
+ * The list's bounce_hard/soft/threshold/stale_days (defaults 1, 0.5, 5, 7 days) decide the score (reset to 0
+ * when the last bounce is stale) and whether to disable (status disabled, HDEL lc:active, and unless the list's
+ * `probe` is 0: probe=pending and ZADD lc:probe:pending at now + the list's `probe_delay`, default 900 s).
+ * A failure of a bounce probe (post hash probe=1 whose `sub` is this subscriber) that is evidence against the
+ * mailbox unsubscribes (status unsubscribed, unsubscribed_reason probe, probe fields and index entries removed),
+ * even after the subscriber was re-enabled; another failure of the in-flight probe sets probe=refused (left
+ * disabled, out of lc:probe:sent). Without a subscriber hash (no status) only the entry is acknowledged.
+ * Returns {0} (no subscriber) or {1, new score as written, 1 if it disabled an active subscriber, 1 if stale,
+ * probe outcome: 0 not a probe failure, 1 unsubscribed, 2 refused (left disabled), 3 probe failure, no change}. */
 #define LC_LUA_BOUNCE_FAIL                                                                                   \
     "local function num(v, def, lo, hi) "                                                                    \
     "if not v or v == '' or string.find(v, '%s$') then return def end "                                     \
@@ -82,7 +91,7 @@
     "local s = redis.call('HMGET', KEYS[1], 'status', 'bounce_score', 'last_bounce_at') "                    \
     "if s[1] then "                                                                                          \
     "local p = redis.call('HMGET', KEYS[5], 'bounce_hard', 'bounce_soft', 'bounce_threshold', "              \
-    "'bounce_stale_days') "                                                                                  \
+    "'bounce_stale_days', 'probe', 'probe_delay') "                                                          \
     "local ph, ps, pt = num(p[1], 1, 0, 1000), num(p[2], 0.5, 0, 1000), num(p[3], 5, 0.001, 1e6) "           \
     "local stale_s = math.floor(num(p[4], 7, 0, 36500) * 86400) "                                            \
     "local score, last, now = tonumber(s[2] or '') or 0, tonumber(s[3] or '') or 0, tonumber(ARGV[9]) "      \
@@ -104,13 +113,28 @@
     "redis.call('HINCRBY', KEYS[3], 'delivered', -1) end redis.call('HINCRBY', KEYS[3], 'bounced', 1) end "  \
     "local d = 0 "                                                                                           \
     "if dis and active then redis.call('HSET', KEYS[1], 'status', '" LC_ST_DISABLED "', 'disabled_at', "     \
-    "ARGV[9], 'disabled_reason', why, 'probe', 'pending') d = 1 end "                                        \
+    "ARGV[9], 'disabled_reason', why) d = 1 "                                                                \
+    "redis.call('HDEL', KEYS[1], 'probe', 'probe_post', 'probe_at', 'probe_bounced_at') "                    \
+    "if p[5] ~= '0' then redis.call('HSET', KEYS[1], 'probe', 'pending') "                                   \
+    "redis.call('ZADD', KEYS[10], now + math.floor(num(p[6], 900, 0, 2592000)), KEYS[1]) end end "           \
     "if dis then redis.call('HDEL', KEYS[2], ARGV[4]) end "                                                  \
+    "local pr = 0 "                                                                                          \
+    "if ARGV[11] ~= '' then local q = redis.call('HMGET', KEYS[3], 'probe', 'sub') "                         \
+    "if q[1] == '1' and q[2] == ARGV[3] then pr = 3 "                                                        \
+    "local c = redis.call('HMGET', KEYS[1], 'status', 'probe', 'probe_post') "                               \
+    "if c[1] == '" LC_ST_ACTIVE "' or c[1] == '" LC_ST_DISABLED "' then "                                    \
+    "if ARGV[13] == '1' then redis.call('HSET', KEYS[1], 'status', '" LC_ST_UNSUBSCRIBED "', "               \
+    "'unsubscribed_at', ARGV[9], 'unsubscribed_reason', 'probe') "                                           \
+    "redis.call('HDEL', KEYS[1], 'probe', 'probe_post', 'probe_at', 'probe_bounced_at') "                    \
+    "redis.call('HDEL', KEYS[2], ARGV[4]) redis.call('ZREM', KEYS[10], KEYS[1]) "                            \
+    "redis.call('ZREM', KEYS[11], KEYS[1]) pr = 1 d = 0 "                                                    \
+    "elseif c[2] == 'sent' and c[3] == ARGV[11] then redis.call('HSET', KEYS[1], 'probe', 'refused') "       \
+    "redis.call('ZREM', KEYS[11], KEYS[1]) pr = 2 end end end end "                                          \
     "redis.call('HINCRBY', KEYS[6], ARGV[5], 1) redis.call('HINCRBY', KEYS[7], ARGV[12], 1) "                \
     "if ARGV[11] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[11], 1) end "                                \
     "redis.call('HINCRBY', KEYS[5], 'bounces', 1) "                                                          \
     "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) "                    \
-    "return {1, str, d, stale} end "                                                                         \
+    "return {1, str, d, stale, pr} end "                                                                     \
     "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) return {0}"
 
 /* LC_LUA_BOUNCE_COMPLAINT: an ARF complaint, applied atomically with the acknowledgement of its bounce stream
@@ -127,6 +151,73 @@
     "redis.call('HINCRBY', KEYS[6], 'feedback', 1) redis.call('HINCRBY', KEYS[7], ARGV[5], 1) "              \
     "if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[6], 1) end "                                  \
     "redis.call('XACK', KEYS[9], ARGV[2], ARGV[1]) redis.call('XDEL', KEYS[9], ARGV[1]) return 1"
+
+/* LC_LUA_PROBE_SEND: queue the bounce probe of one disabled subscriber as a notice (SCHEMA.md "Notices" and
+ * "Bounce probes"; bounce/bnc_probe.c), once. KEYS[1] = lc:sub:LIST:ADDR, [2] = lc:probe:pending,
+ * [3] = lc:probe:sent, [4] = lc:msg:ID, [5] = lc:post:ID, [6] = lc:stream:posts, [7] = lc:list:LIST.
+ * ARGV[1] = the notice's post id (INCR lc:seq:post; "0": the caller cannot send this one now), [2] = list,
+ * [3] = address, [4] = subscriber id, [5] = envelope sender (the signed VERP address of ID and the subscriber),
+ * [6] = the message, [7] = its size, [8] = now (unix s), [9] = when to check the probe first, [10] = when to try
+ * again after "0". Returns 1 queued (notice stored with probe=1 and XADDed; the subscriber's probe=sent,
+ * probe_post=ID, probe_at=now; moved from lc:probe:pending to lc:probe:sent); 0 no longer due (not disabled, or
+ * no probe pending: index entry and a stale probe=pending removed); -1 probes turned off for the list (probe
+ * removed, left disabled); -2 the subscriber changed under the caller (nothing written: read it again);
+ * -3 "0" was passed (re-scheduled at ARGV[10]). */
+#define LC_LUA_PROBE_SEND                                                                                    \
+    "local s = redis.call('HMGET', KEYS[1], 'status', 'probe', 'id', 'address') "                            \
+    "if s[1] ~= '" LC_ST_DISABLED "' or s[2] ~= 'pending' then redis.call('ZREM', KEYS[2], KEYS[1]) "        \
+    "if s[2] == 'pending' then redis.call('HDEL', KEYS[1], 'probe') end return 0 end "                       \
+    "if redis.call('HGET', KEYS[7], 'probe') == '0' then redis.call('HDEL', KEYS[1], 'probe') "              \
+    "redis.call('ZREM', KEYS[2], KEYS[1]) return -1 end "                                                    \
+    "if ARGV[1] == '0' then redis.call('ZADD', KEYS[2], ARGV[10], KEYS[1]) return -3 end "                   \
+    "if s[3] ~= ARGV[4] or s[4] ~= ARGV[3] or redis.call('EXISTS', KEYS[5]) == 1 then return -2 end "        \
+    "redis.call('SET', KEYS[4], ARGV[6]) "                                                                   \
+    "redis.call('HSET', KEYS[5], 'id', ARGV[1], 'list', ARGV[2], 'kind', 'notice', 'to', ARGV[3], 'sub', "   \
+    "ARGV[4], 'envelope_from', ARGV[5], 'from', '', 'size', ARGV[7], 'created', ARGV[8], 'state', '"         \
+    LC_PS_QUEUED "', 'recipients', '0', 'delivered', '0', 'deferred', '0', 'bounced', '0', 'probe', '1') "   \
+    "redis.call('XADD', KEYS[6], '*', 'post', ARGV[1]) "                                                     \
+    "redis.call('HSET', KEYS[1], 'probe', 'sent', 'probe_post', ARGV[1], 'probe_at', ARGV[8]) "              \
+    "redis.call('HDEL', KEYS[1], 'probe_bounced_at') "                                                       \
+    "redis.call('ZREM', KEYS[2], KEYS[1]) redis.call('ZADD', KEYS[3], ARGV[9], KEYS[1]) return 1"
+
+/* LC_LUA_PROBE_CHECK: the outcome of one probe in flight (bounce/bnc_probe.c, polling lc:probe:sent).
+ * KEYS[1] = lc:sub:LIST:ADDR, [2] = lc:probe:sent, [3] = lc:active:LIST, [4] = lc:suppress, [5] = lc:post:ID.
+ * ARGV[1] = the probe's post id as the caller read it, [2] = now (unix s), [3] = grace (s) left to the bounce
+ * entry of a counted bounce, [4] = give-up age (s), [5] = when to check again. The post's counters decide:
+ * delivered >= 1: re-enabled (status active, bounce_score 0, disabled_* and probe* removed, back into
+ * lc:active:LIST as address -> id unless suppressed), returns 1 (6 when suppressed: active, not in lc:active);
+ * bounced >= 1: the bounce entry (LC_LUA_BOUNCE_FAIL) decides; if the subscriber is still waiting ARGV[3] s
+ * after the bounce was first seen here (probe_bounced_at), unsubscribed (reason probe), returns 3, else 2;
+ * neither, past the give-up age: probe=lost (left disabled), returns 4; the post is gone: probe=lost, returns 5;
+ * else re-scheduled at ARGV[5], returns 7. A probe no longer in flight (probe not `sent`, another probe_post, or
+ * status no longer disabled) leaves the index (and its probe fields, when the status changed): returns 0. */
+#define LC_LUA_PROBE_CHECK                                                                                   \
+    "local s = redis.call('HMGET', KEYS[1], 'status', 'probe', 'probe_post', 'probe_at', "                   \
+    "'probe_bounced_at', 'address', 'id') "                                                                  \
+    "if s[2] ~= 'sent' or s[3] ~= ARGV[1] then redis.call('ZREM', KEYS[2], KEYS[1]) return 0 end "           \
+    "local now, grace = tonumber(ARGV[2]), tonumber(ARGV[3]) "                                               \
+    "if s[1] ~= '" LC_ST_DISABLED "' then "                                                                  \
+    "redis.call('HDEL', KEYS[1], 'probe', 'probe_post', 'probe_at', 'probe_bounced_at') "                    \
+    "redis.call('ZREM', KEYS[2], KEYS[1]) return 0 end "                                                     \
+    "if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('HSET', KEYS[1], 'probe', 'lost') "               \
+    "redis.call('ZREM', KEYS[2], KEYS[1]) return 5 end "                                                     \
+    "local p = redis.call('HMGET', KEYS[5], 'delivered', 'bounced') "                                        \
+    "if (tonumber(p[1]) or 0) >= 1 then "                                                                    \
+    "redis.call('HSET', KEYS[1], 'status', '" LC_ST_ACTIVE "', 'bounce_score', '0') "                        \
+    "redis.call('HDEL', KEYS[1], 'disabled_at', 'disabled_reason', 'probe', 'probe_post', 'probe_at', "      \
+    "'probe_bounced_at') redis.call('ZREM', KEYS[2], KEYS[1]) "                                              \
+    "if redis.call('SISMEMBER', KEYS[4], s[6]) == 1 then return 6 end "                                      \
+    "redis.call('HSET', KEYS[3], s[6], s[7]) return 1 end "                                                  \
+    "if (tonumber(p[2]) or 0) >= 1 then local seen = tonumber(s[5] or '') "                                  \
+    "if not seen then seen = now redis.call('HSET', KEYS[1], 'probe_bounced_at', ARGV[2]) end "              \
+    "if now - seen >= grace then redis.call('HSET', KEYS[1], 'status', '" LC_ST_UNSUBSCRIBED "', "           \
+    "'unsubscribed_at', ARGV[2], 'unsubscribed_reason', 'probe') "                                           \
+    "redis.call('HDEL', KEYS[1], 'probe', 'probe_post', 'probe_at', 'probe_bounced_at') "                    \
+    "redis.call('HDEL', KEYS[3], s[6]) redis.call('ZREM', KEYS[2], KEYS[1]) return 3 end "                   \
+    "redis.call('ZADD', KEYS[2], seen + grace, KEYS[1]) return 2 end "                                       \
+    "if now - (tonumber(s[4] or '') or now) >= tonumber(ARGV[4]) then "                                      \
+    "redis.call('HSET', KEYS[1], 'probe', 'lost') redis.call('ZREM', KEYS[2], KEYS[1]) return 4 end "        \
+    "redis.call('ZADD', KEYS[2], ARGV[5], KEYS[1]) return 7"
 
 /* LC_LUA_LIST_RATE: the list's complaint rate window (issue 7). EVAL with KEYS[1] = lc:posts:LIST, KEYS[2] =
  * lc:list:LIST, ARGV[1] = LC_RATE_WINDOW. Sums `delivered` and `complaints` of the list's newest ARGV[1] posts
