@@ -267,6 +267,31 @@ def run(procs):
     st, _, body = w.req("GET", "/api/lists/news@lists.test", headers=bearer)
     j = json.loads(body)
     check(st == 200 and j["policy"] == "moderated" and j["moderators"] == "m@example.test", f"GET list: {body}")
+    # the numeric and one-word settings (schema/lc_listset.c): defaults shown, set, refused, reset
+    check(j.get("bounce_threshold") == "5" and j.get("probe") == "1" and j.get("probe_delay") == "900" and
+          j.get("dmarc_mitigation") == "munge" and j.get("list_unsubscribe") == "personal", f"defaults: {body}")
+    st, _, body = w.req("POST", "/api/lists/news@lists.test", json.dumps(
+        {"bounce_threshold": 3, "bounce_soft": "0.25", "probe": "0", "dmarc_mitigation": "Wrap"}), headers=bearer)
+    j = json.loads(body) if st == 200 else {}
+    check(st == 200 and j.get("bounce_threshold") == "3" and j.get("bounce_soft") == "0.25" and
+          r("HGET", "lc:list:news@lists.test", "probe") == "0" and
+          r("HGET", "lc:list:news@lists.test", "dmarc_mitigation") == "wrap", f"tuning by API: {st} {body}")
+    for bad in ({"bounce_threshold": "0"}, {"bounce_soft": "-1"}, {"probe_delay": "1.5"}, {"probe": "yes"},
+                {"list_unsubscribe": "https"}, {"bounce_hard": "1e3"}, {"bounce_stale_days": "9" * 40}):
+        st, _, body = w.req("POST", "/api/lists/news@lists.test", json.dumps({**bad, "subject_prefix": "[x]"}),
+                            headers=bearer)
+        name = next(iter(bad))
+        check(st == 400 and name in body and r("HGET", "lc:list:news@lists.test", "subject_prefix") == "[news]",
+              f"bad {bad}: {st} {body}")
+    st, _, body = w.req("POST", "/api/lists/news@lists.test", json.dumps({"bounce_threshold": ""}), headers=bearer)
+    check(st == 200 and json.loads(body).get("bounce_threshold") == "5" and
+          r("HEXISTS", "lc:list:news@lists.test", "bounce_threshold") == 0, f"reset to default: {st} {body}")
+    st, _, body = w.req("GET", "/lists/news@lists.test")
+    check(st == 200 and 'name="bounce_threshold"' in body and 'placeholder="5"' in body and
+          '<select name="probe"><option>1</option><option selected>0</option>' in body, "tuning form fields")
+    st, hdr, _ = w.form("/lists/news@lists.test", {"probe_delay": "60", "probe": "1", "csrf": csrf})
+    check(st == 303 and r("HGET", "lc:list:news@lists.test", "probe_delay") == "60" and
+          r("HGET", "lc:list:news@lists.test", "probe") == "1", f"tuning by form: {st}")
     st, _, _ = w.req("GET", "/api/lists/none@lists.test", headers=bearer)
     check(st == 404, f"unknown list: {st}")
 

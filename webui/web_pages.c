@@ -15,6 +15,7 @@
 #include "lc_log.h"
 #include "lc_view.h"
 #include "lc_addr.h"
+#include "lc_listset.h"
 #include "lc_schema.h"
 #include "lc_redis.h"
 
@@ -603,7 +604,7 @@ void web_do_list_save(struct web_app *app, struct web_req *req, const char *arg,
     struct web_jv *jv;
     if (body_input(req, &jv, r) < 0)
         return;
-    const char *argv[4 + 2 * 8];
+    const char *argv[4 + 2 * 8 + 2 * LC_LISTSET_MAX];
     char vals[8][WEB_SETTING_MAX];
     int argc = 2, bad = 0;
     char klist[LC_KEY_MAX];
@@ -630,19 +631,60 @@ void web_do_list_save(struct web_app *app, struct web_req *req, const char *arg,
         argv[argc++] = settings[i];
         argv[argc++] = vals[i];
     }
+    /* the numeric and one-word settings of schema/lc_listset.c: set, or back to the default when empty */
+    const char *hdel[2 + LC_LISTSET_MAX];
+    char tun[LC_LISTSET_MAX][LC_LISTSET_VAL], tunin[WEB_SETTING_MAX], why[256] = "";
+    int ndel = 2;
+    hdel[0] = "HDEL";
+    hdel[1] = klist;
+    for (int i = 0; lc_listsets[i].name && i < LC_LISTSET_MAX; i++) {
+        const struct lc_listset *ls = &lc_listsets[i];
+        int f = field(req, jv, ls->name, tunin, sizeof tunin);
+        if (f == 0)
+            continue;
+        if (f < 0 || lc_listset_check(ls, tunin, tun[i], sizeof tun[i], why, sizeof why) < 0) {
+            bad = 1;
+            if (!*why)
+                snprintf(why, sizeof why, "%s: value too long", ls->name);
+            continue;
+        }
+        if (*tun[i]) {
+            argv[argc++] = ls->name;
+            argv[argc++] = tun[i];
+        } else {
+            hdel[ndel++] = ls->name;
+        }
+    }
     web_json_free(jv);
     if (bad) {
-        web_err(r, req, 400, "bad setting (unknown policy, an invalid owner or moderator address, a size that is "
-                             "not a number, or a value too long); nothing was changed");
+        char msg[512];
+        snprintf(msg, sizeof msg, "bad setting (%s); nothing was changed",
+                 *why ? why : "unknown policy, an invalid owner or moderator address, a size that is not a number, "
+                              "or a value too long");
+        web_err(r, req, 400, msg);
         return;
     }
     char err[256];
-    int ok = argc == 2;
-    if (argc > 2) {
+    int ok = argc == 2 && ndel == 2;
+    if (argc > 2 || ndel > 2) {
         redisContext *rc = web_db_get(app->db, err, sizeof err);
         if (rc) {
-            redisReply *x = lc_redis_cmdv(rc, argc, argv, NULL, err, sizeof err);
+            /* one MULTI/EXEC: the fields set and the fields reset change together */
+            redisReply *x = lc_redis_cmd(rc, err, sizeof err, "MULTI");
             ok = x != NULL;
+            freeReplyObject(x);
+            if (ok && argc > 2) {
+                x = lc_redis_cmdv(rc, argc, argv, NULL, err, sizeof err);
+                ok = x != NULL;
+                freeReplyObject(x);
+            }
+            if (ok && ndel > 2) {
+                x = lc_redis_cmdv(rc, ndel, hdel, NULL, err, sizeof err);
+                ok = x != NULL;
+                freeReplyObject(x);
+            }
+            x = lc_redis_cmd(rc, err, sizeof err, ok ? "EXEC" : "DISCARD");
+            ok = ok && x && x->type == REDIS_REPLY_ARRAY;
             freeReplyObject(x);
         }
         web_db_put(app->db);
@@ -651,7 +693,7 @@ void web_do_list_save(struct web_app *app, struct web_req *req, const char *arg,
         web_err(r, req, 503, "redis unavailable");
         return;
     }
-    lc_info("list=%s settings saved (%d fields) by user=%s", list, (argc - 2) / 2, req->user);
+    lc_info("list=%s settings saved (%d fields, %d reset) by user=%s", list, (argc - 2) / 2, ndel - 2, req->user);
     if (web_is_api(req)) {
         web_api_list(app, list, r);
     } else {
@@ -682,6 +724,64 @@ static int load_settings(struct web_app *app, const char *list, char vals[][WEB_
     }
     web_db_put(app->db);
     return res;
+}
+
+/* load_tuning reads the list's lc_listset fields into tun (empty when absent: the default applies); 0 or -1. */
+static int load_tuning(struct web_app *app, const char *list, char tun[][LC_LISTSET_VAL])
+{
+    char klist[LC_KEY_MAX], err[256];
+    lc_key_list(klist, sizeof klist, list);
+    const char *argv[2 + LC_LISTSET_MAX];
+    int argc = 2, n = 0;
+    argv[0] = "HMGET";
+    argv[1] = klist;
+    for (; lc_listsets[n].name && n < LC_LISTSET_MAX; n++)
+        argv[argc++] = lc_listsets[n].name;
+    int res = -1;
+    redisContext *rc = web_db_get(app->db, err, sizeof err);
+    if (rc) {
+        redisReply *x = lc_redis_cmdv(rc, argc, argv, NULL, err, sizeof err);
+        if (x && x->type == REDIS_REPLY_ARRAY && x->elements == (size_t)n) {
+            res = 0;
+            for (int i = 0; i < n; i++)
+                snprintf(tun[i], LC_LISTSET_VAL, "%s",
+                         x->element[i]->type == REDIS_REPLY_STRING ? x->element[i]->str : "");
+        }
+        freeReplyObject(x);
+    }
+    web_db_put(app->db);
+    return res;
+}
+
+/* render_tuning writes the form fields of the lc_listset settings: a select for words, a number input otherwise
+ * (empty: the default, shown as the placeholder). */
+static void render_tuning(struct lc_buf *b, char tun[][LC_LISTSET_VAL])
+{
+    lc_buf_puts(b, "<fieldset><legend>Delivery and bounces</legend>");
+    for (int i = 0; lc_listsets[i].name && i < LC_LISTSET_MAX; i++) {
+        const struct lc_listset *ls = &lc_listsets[i];
+        lc_buf_printf(b, "<label title=\"");
+        web_html_esc(b, ls->help);
+        lc_buf_printf(b, "\">%s ", ls->name);
+        if (ls->kind == LC_LS_WORD) {
+            lc_buf_printf(b, "<select name=\"%s\">", ls->name);
+            const char *cur = *tun[i] ? tun[i] : ls->def;
+            for (const char *p = ls->choices; *p;) {
+                size_t m = strcspn(p, " ");
+                lc_buf_printf(b, "<option%s>%.*s</option>", strlen(cur) == m && !strncmp(cur, p, m) ? " selected" : "",
+                              (int)m, p);
+                p += m;
+                p += strspn(p, " ");
+            }
+            lc_buf_puts(b, "</select>");
+        } else {
+            lc_buf_printf(b, "<input name=\"%s\" inputmode=\"decimal\" placeholder=\"%s\" value=\"", ls->name, ls->def);
+            web_html_esc(b, tun[i]);
+            lc_buf_puts(b, "\">");
+        }
+        lc_buf_puts(b, "</label>");
+    }
+    lc_buf_puts(b, "</fieldset>");
 }
 
 void web_page_list(struct web_app *app, struct web_req *req, const char *arg, struct web_resp *r)
@@ -740,6 +840,9 @@ void web_page_list(struct web_app *app, struct web_req *req, const char *arg, st
         }
         lc_buf_puts(b, "</label>");
     }
+    char tun[LC_LISTSET_MAX][LC_LISTSET_VAL];
+    if (load_tuning(app, list, tun) == 0)
+        render_tuning(b, tun);
     lc_buf_puts(b, "<button type=\"submit\" id=\"save\">Save</button></form>\n");
     web_page_end(r);
     free(vals);
@@ -830,7 +933,8 @@ void web_api_list(struct web_app *app, const char *arg, struct web_resp *r)
         got = lc_view_list(rc, list, &v, err, sizeof err);
     web_db_put(app->db);
     char (*vals)[WEB_SETTING_MAX] = lc_calloc(8, WEB_SETTING_MAX);
-    if (got == 1 && load_settings(app, list, vals) < 0)
+    char tun[LC_LISTSET_MAX][LC_LISTSET_VAL];
+    if (got == 1 && (load_settings(app, list, vals) < 0 || load_tuning(app, list, tun) < 0))
         got = -1;
     if (got <= 0) {
         web_json_error(r, got < 0 ? 503 : 404, got < 0 ? "redis unavailable" : "no such list");
@@ -847,6 +951,8 @@ void web_api_list(struct web_app *app, const char *arg, struct web_resp *r)
         lc_json_kint(j, "posts", v.posts);
         for (int i = 0; settings[i]; i++)
             lc_json_kstr(j, settings[i], vals[i]);
+        for (int i = 0; lc_listsets[i].name && i < LC_LISTSET_MAX; i++) /* the value in effect */
+            lc_json_kstr(j, lc_listsets[i].name, *tun[i] ? tun[i] : lc_listsets[i].def);
         lc_json_end(j);
         if (lc_json_free(j) < 0)
             web_json_error(r, 500, "response too large");
