@@ -4,32 +4,41 @@
  * sure to see exactly what GMime would, extracts what the MIME walk of bnc_parse.c collects: the
  * delivery-status parts in document order, the first feedback-report and text/rfc822-headers parts, the first
  * text/plain (else text/html) part outside attached messages, with transfer encodings undone and the text
- * converted as GMime's charset filter does; the headers the rules read (From, To, Return-Path, Subject,
- * X-Failed-Recipients, Auto-Submitted, Precedence, ...), unfolded and trimmed as GMime gives them; the To of
- * the first attached message. It hands them to bnc_analyse() (bnc_parse.c), the rules both paths share, so the
- * two cannot disagree once their inputs agree. Reports, free text, ARF, SES and auto-replies all go this way.
+ * converted to UTF-8 as g_mime_text_part_get_text does (GMime's own converter and charset names, invalid bytes
+ * dropped); the headers the rules read (From, To, Return-Path, Subject, X-Failed-Recipients, Auto-Submitted,
+ * Precedence, ...), unfolded and trimmed as GMime gives them, RFC 2047 encoded words and raw 8-bit text decoded
+ * by GMime's own g_mime_utils_header_decode_text; the To of the first attached message. It hands them to
+ * bnc_analyse() (bnc_parse.c), the rules both paths share, so the two cannot disagree once their inputs agree.
+ * Reports, free text, ARF, SES and auto-replies all go this way.
  * "Sure" is deliberately narrow; the scanner declines (returns 0, having added nothing; the GMime path runs) on:
- * a NUL byte; a header line that is neither "Name: value" nor a continuation; a header block without its blank
- * line; a repeated Content-Type or Content-Transfer-Encoding; a Content-Type with comments, backslashes, RFC 2231
- * parameters or a repeated boundary or charset; multipart/digest; message parts other than message/rfc822 and
- * the report types; an attached message that mentions a report type or the enclosing boundary; a line starting
- * with a boundary that is not exactly that boundary (or its end); a nested multipart without its closing line;
- * transfer encodings other than 7bit, 8bit, binary, quoted-printable (every '=' followed by two upper-case hex
- * digits or a line break) and base64 (alphabet, line breaks, correct final padding); a text part whose bytes are
- * not ASCII in an ASCII-compatible charset (us-ascii, iso-8859-*, windows-125*), valid UTF-8 in utf-8, or valid
- * ISO-2022-JP (converted with iconv, as GMime does); more than BNC_FAST_PARTS parts or BNC_FAST_DEPTH levels.
- * A header value that might need RFC 2047 or charset decoding (an "=?" or a byte over 0x7f) does not decline at
- * once: the scanner answers only if the delivery-status parts give entries (the rules read no header then).
+ * a NUL byte; a header line that is not "Name: value", a continuation, or (after the first line of a block) a
+ * line without any colon; a header block without its blank line; a lone CR in a header the rules read; a
+ * repeated Content-Type or Content-Transfer-Encoding; a Content-Type with comments, backslashes, RFC 2231
+ * parameters, anything but ';' after the type, a repeated boundary or charset, or an empty charset;
+ * multipart/digest; message parts other than message/rfc822 and the report types; an attached message that
+ * mentions a report type or the enclosing boundary; a line starting with a boundary that is not exactly that
+ * boundary (or its end); transfer encodings other than 7bit, 8bit, binary, quoted-printable (every '=' followed
+ * by two upper-case hex digits or a line break) and base64 (alphabet, line breaks, correct final padding);
+ * more than BNC_FAST_PARTS parts or BNC_FAST_DEPTH levels.
  * Where GMime's behaviour is particular it is copied: a part's content ends before the line break that
- * precedes its boundary line, counted as two bytes when the boundary line ends in CRLF and one otherwise; a
- * boundary line may carry trailing white space; a top-level multipart without its closing line ends at the end
- * of the message; the first of repeated headers counts, but the last Subject.
+ * precedes its boundary line, counted as two bytes when the boundary line ends in CRLF and one otherwise (and
+ * is empty when the blank line after its headers is that line break); a boundary line may carry trailing white
+ * space; a multipart without its closing line ends at the end of the message, or at the enclosing part's
+ * boundary; a multipart without a boundary parameter, or whose boundary is never used, has no parts (all
+ * preface); a header line without a colon is dropped with the lines folded under it; the first of repeated
+ * headers counts, but the last Subject.
  * tests/bounce_test.py runs both paths over every corpus file and requires equal results; the fuzz target
  * compares them wherever the scanner answers.
- * Limits: no allocation besides the decoded copies (each at most its part's size, three times for ISO-2022-JP)
- * and the header values; recursion depth bounded by BNC_FAST_DEPTH.
+ * Converters: glibc unloads a charset's module soon after its last converter is closed, so one converter per
+ * charset met is kept open for the process's life (at most BNC_KEEP_CHARSETS; a mutex-guarded table, the only
+ * global state here).
+ * Limits: no allocation besides the decoded copies (each at most its part's size; a charset conversion's
+ * output at most BNC_TEXT_SCAN + 64 bytes) and the header values; recursion depth bounded by BNC_FAST_DEPTH.
  */
+#include <errno.h>
+#include <gmime/gmime.h>
 #include <iconv.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -80,6 +89,8 @@ struct fscan {
     char *orig_to;          /* its To, as GMime gives it (NULL: none) */
     struct fpart dsn[BNC_DSN_PARTS];
     int ndsn;
+    const char *bstack[BNC_FAST_DEPTH]; /* boundaries of the enclosing multiparts, outermost first */
+    int nbstack;
     struct fpart text, html, arf, hdrs;
     int has_text, has_html, has_arf, has_hdrs;
 };
@@ -116,6 +127,13 @@ static const char *headers(const char *p, const char *end, struct fhdr *h, int w
         const char *c = p;
         while (c < e && *c > ' ' && *c < 127 && *c != ':')
             c++;
+        if (lines && !memchr(p, ':', n)) {
+            /* a line without a colon after a header (an unindented parameter line): GMime drops it, and the
+             * lines folded under it */
+            last = NULL;
+            p = e;
+            continue;
+        }
         if (c == p || c >= e || *c != ':')
             return NULL;
         size_t nl = (size_t)(c - p);
@@ -242,7 +260,7 @@ static int ctype(const struct fhdr *h, struct ftype *t)
             memcpy(t->boundary, val, o + 1);
             t->has_boundary = 1;
         } else if (!strcmp(name, "charset")) {
-            if (seen_cs || o >= sizeof t->charset)
+            if (seen_cs || !o || o >= sizeof t->charset) /* "": iconv would take the locale's */
                 return -1;
             memcpy(t->charset, val, o + 1);
             seen_cs = 1;
@@ -265,14 +283,22 @@ static int boundary_line(const char *p, size_t n, const char *b, size_t bl, int 
     return 1;
 }
 
-/* Does p[0..n) hold needle (lower case, starting with a letter) in any case? */
-static int ci_has(const char *p, size_t n, const char *needle)
+/* Does p[0..n) name a report type ("delivery-status", "feedback-report", "rfc822-header"), in any case? One
+ * pass over the dashes (a returned message can be large, and base64 has none). */
+static int names_report(const char *p, size_t n)
 {
-    size_t k = strlen(needle);
-    char c0 = needle[0];
-    for (size_t i = 0; i + k <= n; i++)
-        if ((p[i] | 0x20) == c0 && !strncasecmp(p + i, needle, k))
-            return 1;
+    static const struct {
+        const char *pre, *post;
+        size_t a, b;
+    } k[] = {{"delivery", "status", 8, 6}, {"feedback", "report", 8, 6}, {"rfc822", "header", 6, 6}};
+    const char *end = p + n;
+    for (const char *d = memchr(p, '-', n); d; d = memchr(d + 1, '-', (size_t)(end - d - 1))) {
+        size_t before = (size_t)(d - p), after = (size_t)(end - d - 1);
+        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+            if (before >= k[i].a && after >= k[i].b && !strncasecmp(d - k[i].a, k[i].pre, k[i].a) &&
+                !strncasecmp(d + 1, k[i].post, k[i].b))
+                return 1;
+    }
     return 0;
 }
 
@@ -349,9 +375,70 @@ static int leaf(struct fscan *f, const struct fhdr *h, const struct ftype *t, co
     return 0;
 }
 
-/* A header value as GMime gives it: line breaks of folded lines removed, white space at both ends trimmed.
- * *out gets a new string (NULL when v is NULL). -1 to decline: an encoded word could need decoding, or a byte
- * outside ASCII could need charset conversion. */
+/* ---- converters kept loaded ----
+ * glibc loads a charset's converter module on iconv_open and unloads it a few iconv_close calls after its last
+ * user closed it: a stream of messages in changing charsets then costs a dlopen and a dlclose per message (GMime
+ * opens a converter for each encoded word and each text part). One converter to UTF-8 is kept open, for the
+ * life of the process, for each charset met (at most BNC_KEEP_CHARSETS, names GMime maps to iconv's), so its
+ * module stays loaded; conversions still open their own descriptors (a descriptor has state: not shared). */
+#define BNC_KEEP_CHARSETS 64
+
+static pthread_mutex_t keep_mu = PTHREAD_MUTEX_INITIALIZER;
+static const char *keep_name[BNC_KEEP_CHARSETS]; /* iconv names (our copies) */
+static iconv_t keep_cd[BNC_KEEP_CHARSETS];
+static int nkeep;
+
+static void keep_charset(const char *charset, size_t n)
+{
+    char name[64];
+    if (n == 0 || n >= sizeof name)
+        return;
+    memcpy(name, charset, n);
+    name[n] = 0;
+    const char *iname = g_mime_charset_iconv_name(name);
+    if (!iname)
+        return;
+    pthread_mutex_lock(&keep_mu);
+    int found = 0;
+    for (int i = 0; i < nkeep && !found; i++)
+        found = !strcasecmp(keep_name[i], iname);
+    if (!found && nkeep < BNC_KEEP_CHARSETS) {
+        /* a charset iconv lacks is not remembered: made-up names cannot fill the table */
+        iconv_t cd = iconv_open("UTF-8", iname);
+        if (cd != (iconv_t)-1) {
+            size_t il = strlen(iname);
+            char *copy = malloc(il + 1);
+            if (!copy)
+                abort();
+            memcpy(copy, iname, il + 1);
+            keep_name[nkeep] = copy;
+            keep_cd[nkeep] = cd;
+            nkeep++;
+        }
+    }
+    pthread_mutex_unlock(&keep_mu);
+}
+
+/* Keep the converters of the charsets named by the RFC 2047 encoded words of v[0..n) ("=?charset?" or
+ * "=?charset*lang?"). */
+static void keep_word_charsets(const char *v, size_t n)
+{
+    for (size_t i = 0; i + 2 < n; i++) {
+        if (v[i] != '=' || v[i + 1] != '?')
+            continue;
+        size_t a = i + 2, b = a;
+        while (b < n && b - a < 64 && v[b] != '?' && v[b] != '*' && v[b] > ' ' && (unsigned char)v[b] < 0x7f)
+            b++;
+        if (b < n && (v[b] == '?' || v[b] == '*'))
+            keep_charset(v + a, b - a);
+        i = b > i + 2 ? b - 1 : i + 1;
+    }
+}
+
+/* A header value as GMime gives it: line breaks of folded lines removed, white space at both ends trimmed, and
+ * (when it holds "=?" or a byte outside ASCII) RFC 2047 encoded words and raw 8-bit text decoded to UTF-8 by
+ * GMime's own g_mime_utils_header_decode_text, the function g_mime_header_get_value applies to the same unfolded
+ * text. *out gets a new string (NULL when v is NULL). -1 to decline: a lone CR (GMime's unfolding differs). */
 static int hvalue(const char *v, size_t n, char **out)
 {
     *out = NULL;
@@ -361,13 +448,15 @@ static int hvalue(const char *v, size_t n, char **out)
     if (!o)
         abort();
     size_t k = 0;
+    int decode = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
-        int lone_cr = c == '\r' && (i + 1 >= n || v[i + 1] != '\n');
-        if (c >= 0x80 || (c == '=' && i + 1 < n && v[i + 1] == '?') || lone_cr) {
+        if (c == '\r' && (i + 1 >= n || v[i + 1] != '\n')) {
             free(o);
             return -1;
         }
+        if (c >= 0x80 || (c == '=' && i + 1 < n && v[i + 1] == '?'))
+            decode = 1;
         if (c != '\r' && c != '\n')
             o[k++] = (char)c;
     }
@@ -378,6 +467,19 @@ static int hvalue(const char *v, size_t n, char **out)
         k--;
     memmove(o, o + a, k - a);
     o[k - a] = 0;
+    if (decode) {
+        keep_word_charsets(o, strlen(o));
+        char *d = g_mime_utils_header_decode_text(NULL, o);
+        free(o);
+        if (!d)
+            return -1;
+        size_t dl = strlen(d);
+        o = malloc(dl + 1);
+        if (!o)
+            abort();
+        memcpy(o, d, dl + 1);
+        g_free(d);
+    }
     *out = o;
     return 0;
 }
@@ -393,24 +495,32 @@ static int one_part(struct fscan *f, const char *start, const char *hend, const 
         return -1;
     struct fhdr h;
     const char *body = headers(start, hend, &h, 0);
-    if (!body || body > stop)
+    if (!body || (body > stop && body != hend))
         return -1;
+    if (body > stop) /* the blank line after the headers is the one before the boundary: no content */
+        body = stop;
     struct ftype t;
     if (ctype(&h, &t) < 0)
         return -1;
     size_t bn = (size_t)(stop - body);
     if (!strcmp(t.type, "multipart")) {
-        if (!t.has_boundary || !cte_identity(h.cte, h.ctelen) || !strcmp(t.sub, "digest") ||
-            depth + 1 >= BNC_FAST_DEPTH)
+        if (!cte_identity(h.cte, h.ctelen) || !strcmp(t.sub, "digest") || depth + 1 >= BNC_FAST_DEPTH)
             return -1;
+        if (!t.has_boundary)
+            return 0; /* GMime reads it all as the preface: no part */
+        for (int i = 0; i < f->nbstack; i++) /* an enclosing boundary again: GMime gives its lines to us */
+            if (!strcmp(f->bstack[i], t.boundary))
+                return -1;
         return multipart(f, body, bn, t.boundary, depth + 1, msg_end);
     }
     if (!strcmp(t.type, "message") && !strcmp(t.sub, "rfc822")) {
         /* the returned message: only its reports would count (and its text/rfc822-headers part, for an ARF
-         * report), and an inner part using our boundary would split differently */
-        if (!cte_identity(h.cte, h.ctelen) || ci_has(body, bn, "delivery-status") ||
-            ci_has(body, bn, "feedback-report") || ci_has(body, bn, "rfc822-header") || memmem(body, bn, b, bl))
+         * report), and an inner part using an enclosing boundary would split differently */
+        if (!cte_identity(h.cte, h.ctelen) || names_report(body, bn) || memmem(body, bn, b, bl))
             return -1;
+        for (int i = 0; i < f->nbstack; i++)
+            if (memmem(body, bn, f->bstack[i], strlen(f->bstack[i])))
+                return -1;
         if (!f->has_orig) {
             struct fhdr oh;
             f->has_orig = 1;
@@ -425,13 +535,35 @@ static int one_part(struct fscan *f, const char *start, const char *hend, const 
 /* Walk a multipart body p[0..n) with boundary b. 0 or -1 to decline. msg_end: the end of the whole message (a
  * closing boundary line at the end of p continues there; a top-level multipart may lack its closing line, then
  * its last part runs to the end, as GMime reads it). */
+static int multipart_parts(struct fscan *f, const char *p, size_t n, const char *b, int depth,
+                           const char *msg_end);
+
 static int multipart(struct fscan *f, const char *p, size_t n, const char *b, int depth, const char *msg_end)
+{
+    if (depth >= BNC_FAST_DEPTH)
+        return -1;
+    int saved = f->nbstack;
+    f->bstack[depth] = b;
+    f->nbstack = depth + 1;
+    int r = multipart_parts(f, p, n, b, depth, msg_end);
+    f->nbstack = saved;
+    return r;
+}
+
+static int multipart_parts(struct fscan *f, const char *p, size_t n, const char *b, int depth,
+                           const char *msg_end)
 {
     const char *end = p + n;
     size_t bl = strlen(b);
     const char *start = NULL; /* content start of the current part */
     int closed = 0;
     while (p < end) {
+        if (end - p < 2 || p[0] != '-' || p[1] != '-') {
+            /* only a line starting with "--" can be a boundary line: skip to the next one */
+            const char *q = memmem(p, (size_t)(end - p), "\n--", 3);
+            p = q ? q + 1 : end;
+            continue;
+        }
         const char *e = line_end(p, end);
         if (!e)
             e = end;
@@ -466,9 +598,13 @@ static int multipart(struct fscan *f, const char *p, size_t n, const char *b, in
         p = e;
     }
     if (!closed) {
-        if (!start || depth > 0 || end != msg_end || start >= end)
+        if (!start)
+            return 0; /* the boundary never used: GMime reads it all as the preface, no part */
+        if (start >= end)
             return -1;
-        return one_part(f, start, end, end, b, bl, depth, msg_end); /* unclosed: the last part runs to the end */
+        /* unclosed: the last part runs to the end of the message, or of the enclosing part (GMime ends it at
+         * the enclosing boundary, whose line break is already outside p[0..n)) */
+        return one_part(f, start, end, end, b, bl, depth, msg_end);
     }
     return f->parts ? 0 : -1;
 }
@@ -561,86 +697,92 @@ static char *decode(const struct fpart *pt, size_t cap, size_t *outlen)
     return out;
 }
 
-/* Is s[0..n) valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF, no NUL)? */
-static int utf8_ok(const unsigned char *s, size_t n)
+/* Charsets in which ASCII text converts to itself (GMime's conversion would change nothing). */
+static int ascii_compatible(const char *cs)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
-        if (!k || n - i <= k)
-            return 0;
-        unsigned c1 = s[i + 1];
-        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
-            (c == 0xf4 && c1 > 0x8f))
-            return 0;
-        for (size_t j = 1; j <= k; j++)
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-        i += k + 1;
-    }
-    return 1;
+    return !strcasecmp(cs, "us-ascii") || !strcasecmp(cs, "ascii") || !strcasecmp(cs, "utf-8") ||
+           !strcasecmp(cs, "utf8") || !strncasecmp(cs, "iso-8859-", 9) || !strncasecmp(cs, "windows-125", 11);
 }
 
-/* ISO-2022-JP text converted to UTF-8 with iconv, as GMime's charset filter does; NULL on any error. Takes
- * ownership of t. */
-static char *jis_iconv(char *t, size_t *len)
+/* t[0..*len) converted from charset to UTF-8 exactly as g_mime_text_part_get_text does it: through GMime's
+ * converter (g_mime_iconv_open maps the MIME name), bytes that are no valid sequence are dropped one at a time,
+ * an incomplete sequence at the end is dropped, the converter flushed; a charset GMime cannot open leaves the
+ * bytes as they are. Takes ownership of t; returns the text to use. */
+static char *charset_to_utf8(char *t, size_t *len, const char *charset)
 {
-    iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP");
-    if (cd == (iconv_t)-1) {
-        free(t);
-        return NULL;
-    }
-    size_t cap = *len * 3 + 16, left = *len, room = cap;
+    keep_charset(charset, strlen(charset));
+    iconv_t cd = g_mime_iconv_open("UTF-8", charset);
+    if (cd == (iconv_t)-1)
+        return t;
+    /* only the first BNC_TEXT_SCAN bytes of the result are used, and conversion is sequential: the output stops
+     * once it holds them (a prefix of the whole conversion), which bounds the buffer whatever the part's size */
+    size_t cap = *len * 5 + 16, room, left = *len;
+    if (cap > BNC_TEXT_SCAN + 64)
+        cap = BNC_TEXT_SCAN + 64;
+    room = cap;
     char *out = malloc(cap + 1), *in = t, *o = out;
     if (!out)
         abort();
-    int bad = iconv(cd, &in, &left, &o, &room) == (size_t)-1 || left || iconv(cd, NULL, NULL, &o, &room) == (size_t)-1;
-    iconv_close(cd);
-    free(t);
-    if (bad) {
-        free(out);
-        return NULL;
+    while (left > 0) {
+        if (iconv(cd, &in, &left, &o, &room) != (size_t)-1)
+            continue;
+        if (errno == E2BIG) {
+            size_t used = (size_t)(o - out);
+            if (used >= BNC_TEXT_SCAN)
+                break;
+            cap += 64;
+            char *n2 = realloc(out, cap + 1);
+            if (!n2)
+                abort();
+            out = n2;
+            o = out + used;
+            room = cap - used;
+        } else if (errno == EILSEQ) {
+            in++;
+            left--;
+        } else {
+            break; /* EINVAL: an incomplete sequence at the end */
+        }
     }
+    for (;;) { /* flush (a stateful charset's return to its initial state) */
+        if (iconv(cd, NULL, NULL, &o, &room) != (size_t)-1 || errno != E2BIG)
+            break;
+        size_t used = (size_t)(o - out);
+        cap += 16;
+        char *n2 = realloc(out, cap + 1);
+        if (!n2)
+            abort();
+        out = n2;
+        o = out + used;
+        room = cap - used;
+    }
+    g_mime_iconv_close(cd);
+    free(t);
     *len = (size_t)(o - out);
     out[*len] = 0;
     return out;
 }
 
-/* Text of a text part as part_text() in bnc_parse.c would give it, or NULL to decline. */
+/* Text of a text part as part_text() in bnc_parse.c gives it (content decoded, converted to UTF-8 when a charset
+ * is named, cut at a NUL as strlen would, capped at BNC_TEXT_SCAN), or NULL to decline (a transfer encoding the
+ * scanner does not take). */
 static char *text_of(const struct fpart *pt, size_t *len)
 {
-    static const char *cs[] = {"us-ascii", "ascii", "utf-8", "utf8", "iso-2022-jp"};
-    int ok = !pt->charset[0] || !strncasecmp(pt->charset, "iso-8859-", 9) ||
-             !strncasecmp(pt->charset, "windows-125", 11);
-    for (size_t i = 0; !ok && i < sizeof cs / sizeof cs[0]; i++)
-        ok = !strcasecmp(pt->charset, cs[i]);
-    if (!ok)
-        return NULL;
     char *t = decode(pt, (size_t)-1, len);
     if (!t)
         return NULL;
-    int ascii = 1;
-    for (size_t i = 0; i < *len; i++)
-        if ((unsigned char)t[i] >= 0x80 || t[i] == 0)
-            ascii = 0;
-    if (!ascii && !((!strcasecmp(pt->charset, "utf-8") || !strcasecmp(pt->charset, "utf8")) &&
-                    utf8_ok((const unsigned char *)t, *len))) {
-        free(t);
-        return NULL;
+    if (pt->charset[0]) {
+        int ascii = 1;
+        for (size_t i = 0; i < *len && ascii; i++)
+            if ((unsigned char)t[i] >= 0x80)
+                ascii = 0;
+        if (!ascii || !ascii_compatible(pt->charset))
+            t = charset_to_utf8(t, len, pt->charset);
     }
-    /* ASCII in an ASCII-compatible charset converts to itself; ISO-2022-JP shifts with escape sequences */
-    if (!strcasecmp(pt->charset, "iso-2022-jp") && !(t = jis_iconv(t, len)))
-        return NULL;
-    if (*len > BNC_TEXT_SCAN) {
+    *len = strnlen(t, *len);
+    if (*len > BNC_TEXT_SCAN)
         *len = BNC_TEXT_SCAN;
-        t[*len] = 0;
-    }
+    t[*len] = 0;
     return t;
 }
 
@@ -656,8 +798,10 @@ static int scan(const char *s, size_t len, struct fscan *f, struct fhdr *top, ch
         if (hvalue(top->hv[k], top->hvlen[k], &vals[k]) < 0)
             f->hdr_bad = 1;
     if (!strcmp(t.type, "multipart")) {
-        if (!t.has_boundary || !strcmp(t.sub, "digest") || !cte_identity(top->cte, top->ctelen))
+        if (!strcmp(t.sub, "digest") || !cte_identity(top->cte, top->ctelen))
             return -1;
+        if (!t.has_boundary)
+            return 0; /* GMime reads it all as the preface: no part */
         return multipart(f, body, (size_t)(end - body), t.boundary, 0, end);
     }
     if (!strcmp(t.type, "message") && strcmp(t.sub, "delivery-status") && strcmp(t.sub, "global-delivery-status"))

@@ -15,6 +15,7 @@
  */
 #include <ctype.h>
 #include <gmime/gmime.h>
+#include <iconv.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,25 +247,46 @@ static void html_to_text(char *s, size_t *len)
     *len = o;
 }
 
+/* One ISO-2022-JP converter kept open for the process's life, never used: glibc would otherwise unload the
+ * module soon after each message's converter is closed and load it again for the next (see bnc_fast.c). */
+static pthread_once_t jis_once = PTHREAD_ONCE_INIT;
+static iconv_t jis_keep = (iconv_t)-1;
+
+static void jis_keep_open(void)
+{
+    jis_keep = iconv_open("UTF-8", "ISO-2022-JP");
+}
+
 /* Japanese mail systems (Lotus Notes, Domino, m-FILTER) write reports in ISO-2022-JP without declaring it:
- * a text with its escape sequences is converted to UTF-8 (the phrase tables hold the UTF-8 forms). Takes
- * ownership of text; returns the text to use. */
+ * a text with its escape sequences is converted to UTF-8 (the phrase tables hold the UTF-8 forms), strictly:
+ * any invalid or incomplete sequence leaves the text as it is (as g_convert did). Takes ownership of text;
+ * returns the text to use. */
 static char *jis_to_utf8(char *text, size_t *len)
 {
-    if (!memmem(text, *len, "\x1b$B", 3))
+    const char *esc = memchr(text, 0x1b, *len); /* ESC is rare: memchr first, then the sequence */
+    while (esc && !((size_t)(text + *len - esc) >= 3 && esc[1] == '$' && esc[2] == 'B'))
+        esc = memchr(esc + 1, 0x1b, (size_t)(text + *len - esc - 1));
+    if (!esc)
         return text;
-    gsize wr = 0;
-    gchar *u = g_convert_with_fallback(text, (gssize)*len, "UTF-8", "ISO-2022-JP", "?", NULL, &wr, NULL);
-    if (!u)
+    pthread_once(&jis_once, jis_keep_open);
+    iconv_t cd = g_mime_iconv_open("UTF-8", "ISO-2022-JP");
+    if (cd == (iconv_t)-1)
         return text;
-    char *out = malloc(wr + 1);
+    size_t cap = *len * 3 + 16, room = cap, left = *len;
+    char *out = malloc(cap + 1), *in = text, *o = out;
     if (!out)
         abort();
-    memcpy(out, u, wr);
-    out[wr] = 0;
-    g_free(u);
+    /* ISO-2022-JP: at most 3 UTF-8 bytes for each 2 input bytes, so the output never runs short */
+    int bad = iconv(cd, &in, &left, &o, &room) == (size_t)-1 || left ||
+              iconv(cd, NULL, NULL, &o, &room) == (size_t)-1;
+    g_mime_iconv_close(cd);
+    if (bad) {
+        free(out);
+        return text;
+    }
     free(text);
-    *len = wr;
+    *len = (size_t)(o - out);
+    out[*len] = 0;
     return out;
 }
 
@@ -342,8 +364,9 @@ static void group_field(struct dsn_group *g, const char *name, size_t nlen, cons
         }
     } else if (nlen == 15 && strncasecmp(name, "Diagnostic-Code", 15) == 0) {
         const char *semi = strchr(v, ';');
-        /* keep "smtp; 550 ..." as "550 ..."; an untyped value is kept whole */
-        const char *t = (semi && semi - v < 24) ? semi + 1 : v;
+        /* keep "smtp; 550 ..." as "550 ..."; an untyped value is kept whole, and so is the type "x-unix" (a
+         * local delivery program's exit status or output: the classifier reads it as a mailer error) */
+        const char *t = (semi && semi - v < 24 && strncasecmp(v, "x-unix", 6) != 0) ? semi + 1 : v;
         while (*t == ' ')
             t++;
         bnc_copy(g->diag, sizeof g->diag, t);
@@ -355,7 +378,7 @@ static void group_field(struct dsn_group *g, const char *name, size_t nlen, cons
 #define BNC_TEXT_FALLBACKS 16
 
 static void dsn_add_group(struct bnc_report *r, const struct dsn_group *g, const char *text, size_t tlen,
-                          const struct bnc_hit *hits, int nh)
+                          const struct bnc_hit *hits, int nh, const char **text_cmd)
 {
     if (!g->has_final && !g->has_orig)
         return;
@@ -383,8 +406,11 @@ static void dsn_add_group(struct bnc_report *r, const struct dsn_group *g, const
         for (int i = 0; i < nh && !e->command[0]; i++)
             if (strcmp(hits[i].addr, e->recipient) == 0 && hits[i].len)
                 bnc_copy(e->command, sizeof e->command, bnc_find_command(text + hits[i].off, hits[i].len));
-        if (!e->command[0] && nh <= 1)
-            bnc_copy(e->command, sizeof e->command, bnc_find_command(text, tlen));
+        if (!e->command[0] && nh <= 1) {
+            if (!*text_cmd) /* the whole text's answer, the same for every group: looked up once */
+                *text_cmd = bnc_find_command(text, tlen);
+            bnc_copy(e->command, sizeof e->command, *text_cmd);
+        }
     }
     if (g->diag[0]) {
         bnc_norm(g->diag, strlen(g->diag), e->diag, sizeof e->diag);
@@ -413,6 +439,7 @@ static void parse_dsn(struct bnc_report *r, const char *body, size_t len, const 
 {
     static __thread struct bnc_hit hits[BNC_HITS_MAX];
     int nh = text ? bnc_text_scan(text, tlen, NULL, hits, BNC_HITS_MAX) : 0;
+    const char *text_cmd = NULL;
     struct dsn_group g;
     char name[64], val[BNC_FIELD_MAX];
     size_t namelen = 0, vlen = 0;
@@ -454,7 +481,7 @@ static void parse_dsn(struct bnc_report *r, const char *body, size_t len, const 
             int is_orig = (namelen == 18 && strncasecmp(name, "Original-Recipient", 18) == 0);
             /* a recipient field in a group that already has one starts a new group (no blank line) */
             if ((is_rcpt && g.has_final) || (is_orig && g.has_orig)) {
-                dsn_add_group(r, &g, text, tlen, hits, nh);
+                dsn_add_group(r, &g, text, tlen, hits, nh, &text_cmd);
                 memset(&g, 0, sizeof g);
             }
             group_field(&g, name, namelen, val, vlen);
@@ -462,7 +489,7 @@ static void parse_dsn(struct bnc_report *r, const char *body, size_t len, const 
         }
         if (n == 0 || cont) {
             if (n == 0 && g.any) {
-                dsn_add_group(r, &g, text, tlen, hits, nh);
+                dsn_add_group(r, &g, text, tlen, hits, nh, &text_cmd);
                 memset(&g, 0, sizeof g);
             }
         } else {
@@ -486,7 +513,7 @@ static void parse_dsn(struct bnc_report *r, const char *body, size_t len, const 
                 have_field = 0;
             }
             if (g.any)
-                dsn_add_group(r, &g, text, tlen, hits, nh);
+                dsn_add_group(r, &g, text, tlen, hits, nh, &text_cmd);
             break;
         }
         if (r->n >= BNC_MAX_RCPTS)
@@ -740,13 +767,18 @@ static void parse_text(struct bnc_report *r, const char *text, size_t len, const
 /* Cut the input so GMime builds a bounded number of objects (see the file comment). */
 static size_t bounded_len(const char *s, size_t len)
 {
+    /* too short to hold more lines of either kind than allowed: 4 * BNC_MAX_PARTS + 1 lines "--\n" need more
+     * (and BNC_MAX_PARTS + 1 lines "content-type\n" more still) */
+    if (len <= 3u * 4u * BNC_MAX_PARTS)
+        return len;
     unsigned ct = 0, dash = 0;
     for (size_t i = 0; i < len;) {
         size_t st = i;
         const char *nl = memchr(s + i, '\n', len - i);
         i = nl ? (size_t)(nl - s) + 1 : len;
         size_t n = i - st;
-        if (n >= 12 && strncasecmp(s + st, "content-type", 12) == 0 && ++ct > BNC_MAX_PARTS)
+        if (n >= 12 && (s[st] | 0x20) == 'c' && strncasecmp(s + st, "content-type", 12) == 0 &&
+            ++ct > BNC_MAX_PARTS)
             return st;
         if (n >= 2 && s[st] == '-' && s[st + 1] == '-' && ++dash > 4 * BNC_MAX_PARTS)
             return st;
@@ -777,19 +809,18 @@ static int mbox_from_line(const char *s, size_t n)
  * "From " line); len when there is one message. */
 static size_t first_message(const char *s, size_t len)
 {
-    for (size_t i = 0; i + 2 < len;) {
-        const char *nl = memchr(s + i, '\n', len - i);
-        if (!nl)
-            break;
-        size_t st = (size_t)(nl - s) + 1;
-        i = st;
-        if (st + 5 < len && s[st] == 'F' && st >= 2 && (s[st - 2] == '\n' || (s[st - 2] == '\r' && st >= 3 &&
-                                                                               s[st - 3] == '\n'))) {
-            const char *e = memchr(s + st, '\n', len - st);
-            size_t n = e ? (size_t)(e - (s + st)) : len - st;
-            if (mbox_from_line(s + st, n))
-                return st;
-        }
+    /* memchr for the rare 'F' is several times faster than memmem for "\nFrom " on short messages */
+    for (const char *p = s; (p = memchr(p, 'F', len - (size_t)(p - s))) != NULL; p++) {
+        if (p == s || p[-1] != '\n' || (size_t)(s + len - p) < 5 || memcmp(p, "From ", 5) != 0)
+            continue;
+        size_t st = (size_t)(p - s);
+        /* the separator follows a blank line */
+        if (!(st >= 2 && (s[st - 2] == '\n' || (s[st - 2] == '\r' && st >= 3 && s[st - 3] == '\n'))))
+            continue;
+        const char *e = memchr(s + st, '\n', len - st);
+        size_t n = e ? (size_t)(e - (s + st)) : len - st;
+        if (mbox_from_line(s + st, n))
+            return st;
     }
     return len;
 }

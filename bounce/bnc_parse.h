@@ -11,12 +11,15 @@
  * code (0 if unknown), a reason from the vocabulary of shared/corpus/bounces/README.md (static string) and a
  * hard flag: 1 only for a permanent failure of the address itself (userunknown, hostunknown, hasmoved, and
  * notaccept, each with a 5.x.x status). Policy, spam, authentication (SPF/DKIM/DMARC) and reputation
- * rejections are never hard: they say nothing about whether the mailbox exists.
+ * rejections are never hard: they say nothing about whether the mailbox exists (an X.7.X answer to RCPT TO
+ * that says the user is unknown, and names no other cause, is about the address: userunknown, hard).
  *
  * Limits: input over BNC_MAX_INPUT bytes is refused; at most BNC_MAX_PARTS MIME parts are visited, nesting is
  * followed to BNC_MAX_DEPTH, at most BNC_MAX_RCPTS entries are returned, text fields are truncated to their
  * buffers. Junk input gives an empty report, never a crash. No global state besides GMime's own (set up once
- * by bnc_init); per-thread scratch buffers, so separate threads may parse separate messages.
+ * by bnc_init), the phrase tables' pair index (built once) and a bounded, mutex-guarded table of charset
+ * converters kept open (bnc_fast.c); per-thread scratch buffers, so separate threads may parse separate
+ * messages.
  */
 #ifndef BNC_PARSE_H
 #define BNC_PARSE_H

@@ -11,11 +11,13 @@
  * white space folded, multi-line reply codes removed); a '*' in a phrase matches a gap of at most BNC_GAP
  * characters.
  * hard is 1 only for userunknown, hostunknown, hasmoved and notaccept with a permanent (5) class, and never
- * under a security/policy code (X.7.X, except the owner-changed and null-MX codes): policy, spam,
- * authentication (SPF/DKIM/DMARC) and reputation rejections say nothing about whether the mailbox exists.
+ * under a security/policy code (X.7.X, except the owner-changed and null-MX codes, and an unknown-user answer
+ * to RCPT TO that names no other cause): policy, spam, authentication (SPF/DKIM/DMARC) and reputation
+ * rejections say nothing about whether the mailbox exists.
  * Limits: at most BNC_TEXT_MAX bytes of diagnostic text are examined (one malloc'd copy a call).
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,8 @@ static const char *const p_blocked_early[] = {
     "listed on", "ip blacklisted", "blacklisted ip", "ip is blacklisted", "ip address is blacklisted",
     "banned sending ip", "ip address has been blocked", "your ip address", "bloquee", "invalid ip for sending",
     "ofr_999", /* Orange: service refused (IP) */ "weren't sent", /* Outlook.com: messages from IP weren't sent */
+    /* a 554 greeting (RFC 5321 3.1): the server refuses this client's connection */
+    "not accepting connections", "no smtp service here",
     NULL};
 static const char *const p_policy_early[] = {
     "denied by policy", "content presents a potential", "violates our policy", "policy violation",
@@ -246,6 +250,11 @@ static const char *const p_mailererror[] = {
     "unable to deliver to pipe", "procmail", "program exited", "returned non-zero", "local delivery failed",
     "deliver program", "child process", "unknown mailer", "command output:", "permission denied",
     NULL};
+/* RFC 3464 diagnostic type of a local delivery program (kept by bnc_parse.c): consulted after the first-round
+ * phrases, before a temporary class is read as "expired" */
+static const char *const p_mailer_early[] = {
+    "x-unix;",
+    NULL};
 static const char *const p_syntaxerror[] = {
     "syntax error", "command unrecognized", "command not recognized", "unrecognized command",
     "bad sequence of commands", "improper sequence of commands", "invalid command", "parameter not implemented",
@@ -291,6 +300,7 @@ static const struct rule rules[] = {
     {"networkerror", "networkerror", p_networkerror},
     {"securityerror", "securityerror", p_securityerror},
     {"syntaxerror", "syntaxerror", p_syntaxerror},
+    {"mailer-early", "mailererror", p_mailer_early},
 };
 
 /* First round: a reason wins when its phrases are in the text or a specific status code names it; the
@@ -299,7 +309,7 @@ static const char *const order1[] = {
     "mailboxfull", "exceedlimit", "mesgtoobig", "suspend", "hasmoved", "norelaying", "authfailure",
     "notaccept", "network-early", "userunknown", "filtered", "requireptr", "notcompliantrfc", "badreputation",
     "virusdetected", "blocked-early", "spamdetected", "contenterror", "rejected", "hostunknown", "policy-early",
-    "speeding", "toomanyconn", "blocked", NULL};
+    "speeding", "toomanyconn", "blocked", "mailer-early", NULL};
 /* Second round, text only, when the first found nothing. */
 static const char *const order2[] = {
     "policyviolation", "systemfull", "systemerror", "mailererror", "expired", "networkerror",
@@ -359,14 +369,90 @@ static int bg_may(const struct bigrams *bg, const char *pat)
     return 1;
 }
 
+/* The pairs of every phrase of the rule tables, hashed once (bg_may did it for every phrase of every call):
+ * up to BG_PAT_PAIRS distinct pairs a phrase, all of which must be in the text, the rarest of them (by the
+ * letter frequencies of English text) first, and kept apart in pat_key so the loop over a rule's phrases tests
+ * one bit for most of them. A phrase past BG_PATS_MAX falls back to bg_may. */
+#define BG_PAT_PAIRS 16
+#define BG_PATS_MAX 2048
+#define N_RULES (sizeof rules / sizeof rules[0])
+struct pat_pairs {
+    unsigned char n;
+    uint16_t h[BG_PAT_PAIRS];
+};
+static struct pat_pairs pat_pairs[BG_PATS_MAX];
+static uint16_t pat_key[BG_PATS_MAX];
+static size_t rule_first[N_RULES]; /* index of a rule's first phrase in pat_pairs */
+static pthread_once_t pairs_once = PTHREAD_ONCE_INIT;
+
+/* How common a character is in mail text, roughly (a pair's weight is the product). */
+static unsigned char_weight(unsigned char c)
+{
+    static const char common[] = " etaoinsrhldcumfpgwyb"; /* most common first */
+    const char *q = c ? strchr(common, c) : NULL;
+    return q ? 40u - (unsigned)(q - common) : c >= '0' && c <= '9' ? 8u : 4u;
+}
+
+static void pairs_init(void)
+{
+    size_t k = 0;
+    for (size_t r = 0; r < N_RULES; r++) {
+        rule_first[r] = k;
+        for (const char *const *p = rules[r].pats; *p && k < BG_PATS_MAX; p++, k++) {
+            struct pat_pairs *pp = &pat_pairs[k];
+            const char *pat = *p;
+            unsigned best = ~0u;
+            pp->n = 0;
+            for (size_t i = 0; pat[i] && pat[i + 1] && pp->n < BG_PAT_PAIRS; i++) {
+                if (pat[i] == '*' || pat[i + 1] == '*')
+                    continue;
+                uint16_t h = (uint16_t)bg_hash((unsigned char)pat[i], (unsigned char)pat[i + 1]);
+                int dup = 0;
+                for (unsigned j = 0; j < pp->n && !dup; j++)
+                    dup = pp->h[j] == h;
+                if (dup)
+                    continue;
+                pp->h[pp->n++] = h;
+                unsigned w = char_weight((unsigned char)pat[i]) * char_weight((unsigned char)pat[i + 1]);
+                if (w < best) {
+                    best = w;
+                    pat_key[k] = h;
+                }
+            }
+            if (!pp->n) /* a phrase of one character: every text may hold it */
+                pat_key[k] = 0xffff;
+        }
+    }
+}
+
+static int bg_has(const struct bigrams *bg, unsigned h)
+{
+    return (int)((bg->bits[h / 64] >> (h % 64)) & 1);
+}
+
 static int text_is(const char *norm, const struct bigrams *bg, const char *name)
 {
     const struct rule *r = rule_of(name);
     if (!r || !norm || !norm[0])
         return 0;
-    for (const char *const *p = r->pats; *p; p++)
-        if (bg_may(bg, *p) && bnc_match(norm, *p))
+    pthread_once(&pairs_once, pairs_init);
+    size_t k = rule_first[r - rules];
+    for (const char *const *p = r->pats; *p; p++, k++) {
+        if (k < BG_PATS_MAX) {
+            if (pat_key[k] != 0xffff && !bg_has(bg, pat_key[k]))
+                continue;
+            const struct pat_pairs *pp = &pat_pairs[k];
+            unsigned j = 0;
+            while (j < pp->n && bg_has(bg, pp->h[j]))
+                j++;
+            if (j < pp->n)
+                continue;
+        } else if (!bg_may(bg, *p)) {
+            continue;
+        }
+        if (bnc_match(norm, *p))
             return 1;
+    }
     return 0;
 }
 
@@ -430,7 +516,7 @@ size_t bnc_norm(const char *text, size_t len, char *out, size_t outlen)
         unsigned char c = (unsigned char)text[i];
         if (c == 0)
             break;
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v') {
+        if (c <= ' ' && (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v')) {
             if (!sp)
                 out[o++] = ' ';
             sp = 1;
@@ -443,7 +529,7 @@ size_t bnc_norm(const char *text, size_t len, char *out, size_t outlen)
             i += 2;
             continue;
         }
-        out[o++] = (c < 0x80) ? (char)tolower(c) : (char)c;
+        out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c); /* ASCII only, as tolower in the C locale */
     }
     while (o > 0 && out[o - 1] == ' ')
         o--;
@@ -636,25 +722,38 @@ static void strip_continuations(char *s)
  * ("after RCPT TO:"), Sendmail (">>> DATA") and others. */
 enum bnc_cmd { CMD_NONE, CMD_CONN, CMD_HELO, CMD_MAIL, CMD_RCPT, CMD_DATA };
 
-static enum bnc_cmd find_command(const char *norm)
+/* Does norm hold the phrase s? With bg (the pairs of norm), a phrase one of whose pairs is absent is not
+ * searched for. */
+static int has(const char *norm, const struct bigrams *bg, const char *s)
+{
+    if (bg)
+        for (size_t i = 0; s[i] && s[i + 1]; i++) {
+            unsigned h = bg_hash((unsigned char)s[i], (unsigned char)s[i + 1]);
+            if (!((bg->bits[h / 64] >> (h % 64)) & 1))
+                return 0;
+        }
+    return strstr(norm, s) != NULL;
+}
+
+static enum bnc_cmd find_command(const char *norm, const struct bigrams *bg)
 {
     if (!norm)
         return CMD_NONE;
-    if (strstr(norm, "in reply to rcpt to") || strstr(norm, "after rcpt to") || strstr(norm, ">>> rcpt to") ||
-        strstr(norm, "[rcpt_to]") || strstr(norm, "smtp command rcpt") || strstr(norm, "does not like recipient"))
+    if (has(norm, bg, "in reply to rcpt to") || has(norm, bg, "after rcpt to") || has(norm, bg, ">>> rcpt to") ||
+        has(norm, bg, "[rcpt_to]") || has(norm, bg, "smtp command rcpt") || has(norm, bg, "does not like recipient"))
         return CMD_RCPT;
-    if (strstr(norm, "in reply to mail from") || strstr(norm, "after mail from") || strstr(norm, ">>> mail from") ||
-        strstr(norm, "[mail_from]") || strstr(norm, "smtp command mail"))
+    if (has(norm, bg, "in reply to mail from") || has(norm, bg, "after mail from") || has(norm, bg, ">>> mail from") ||
+        has(norm, bg, "[mail_from]") || has(norm, bg, "smtp command mail"))
         return CMD_MAIL;
-    if (strstr(norm, "in reply to end of data") || strstr(norm, "after end of data") ||
-        strstr(norm, "in reply to data") || strstr(norm, ">>> data") || strstr(norm, "after data") ||
-        strstr(norm, "smtp command data") || strstr(norm, "[data]"))
+    if (has(norm, bg, "in reply to end of data") || has(norm, bg, "after end of data") ||
+        has(norm, bg, "in reply to data") || has(norm, bg, ">>> data") || has(norm, bg, "after data") ||
+        has(norm, bg, "smtp command data") || has(norm, bg, "[data]"))
         return CMD_DATA;
-    if (strstr(norm, "in reply to helo") || strstr(norm, "in reply to ehlo") || strstr(norm, "after helo") ||
-        strstr(norm, "after ehlo"))
+    if (has(norm, bg, "in reply to helo") || has(norm, bg, "in reply to ehlo") || has(norm, bg, "after helo") ||
+        has(norm, bg, "after ehlo"))
         return CMD_HELO;
-    if (strstr(norm, "refused to talk to me") || strstr(norm, "after initial connection") ||
-        strstr(norm, "greeting"))
+    if (has(norm, bg, "refused to talk to me") || has(norm, bg, "after initial connection") ||
+        has(norm, bg, "greeting"))
         return CMD_CONN;
     return CMD_NONE;
 }
@@ -678,9 +777,18 @@ const char *bnc_find_command(const char *text, size_t len)
     if (!norm)
         abort();
     bnc_norm(text, cap, norm, cap + 1);
-    enum bnc_cmd c = find_command(norm);
+    enum bnc_cmd c = find_command(norm, NULL);
     free(norm);
     return cmd_names[c];
+}
+
+/* Does the text name a cause that is not the address itself (a sender, block, spam or policy rejection)? With
+ * broad, the generic block words count too ("access denied", "your host", "blocked"). */
+static int other_cause(const char *norm, const struct bigrams *bg, int broad)
+{
+    return text_is(norm, bg, "rejected") || (broad && text_is(norm, bg, "blocked")) ||
+           text_is(norm, bg, "blocked-early") || text_is(norm, bg, "spamdetected") ||
+           text_is(norm, bg, "policy-early");
 }
 
 void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
@@ -714,7 +822,7 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
         snprintf(r->status, sizeof r->status, "%d.0.0", (r->replycode / 100) % 10);
 
     sreason = bnc_reason_status(r->status);
-    enum bnc_cmd cmd = find_command(norm);
+    enum bnc_cmd cmd = find_command(norm, &bg);
     if (cmd == CMD_NONE && r->command[0])
         cmd = cmd_of_name(r->command);
     else if (cmd != CMD_NONE && !r->command[0])
@@ -732,11 +840,7 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
             if (!by_status && !by_text)
                 continue;
             /* a "user unknown" code whose text names another cause is that other cause */
-            if (!by_text && strcmp(*o, "userunknown") == 0 &&
-                (text_is(norm, &bg, "rejected") || text_is(norm, &bg, "blocked") ||
-                 text_is(norm, &bg, "blocked-early") ||
-                 text_is(norm, &bg, "spamdetected") ||
-                 text_is(norm, &bg, "policy-early")))
+            if (!by_text && strcmp(*o, "userunknown") == 0 && other_cause(norm, &bg, 1))
                 continue;
             reason = ru->reason;
         }
@@ -769,9 +873,11 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
                  (cmd == CMD_DATA || ((!strcmp(r->status + 1, ".2.0") || !strcmp(r->status + 1, ".2.1")) &&
                                       cmd != CMD_RCPT)))
             reason = "filtered";
-        /* a security/policy code (X.7.X) is never proof that the mailbox is gone: an "unknown user" under
-         * it is a filter speaking */
-        else if (!strncmp(r->status + 1, ".7.", 3) && !strcmp(reason, "userunknown"))
+        /* a security/policy code (X.7.X) is no proof that the mailbox is gone: an "unknown user" under it is
+         * a filter speaking, unless it answered RCPT TO (the recipient itself refused: "553 5.7.1 Invalid
+         * recipient", Postfix's "Recipient address rejected: Access denied") and names no other cause */
+        else if (!strncmp(r->status + 1, ".7.", 3) && !strcmp(reason, "userunknown") &&
+                 (cmd != CMD_RCPT || other_cause(norm, &bg, 0)))
             reason = "filtered";
         else if ((cmd == CMD_CONN || cmd == CMD_HELO) &&
                  (!strcmp(reason, "spamdetected") || !strcmp(reason, "rejected") || !strcmp(reason, "undefined") ||
@@ -789,9 +895,10 @@ void bnc_classify(struct bnc_rcpt *r, const char *text, size_t textlen)
     else
         permanent = 1;
     /* policy (X.7.X) is not about the address itself; except the codes that are: 5.7.17/5.7.18 (mailbox or
-     * domain owner changed) and null MX (Sendmail reports the recipient's as 5.7.27) */
+     * domain owner changed) and null MX (Sendmail reports the recipient's as 5.7.27), and a userunknown that
+     * survived the X.7.X rule above (the recipient refused at RCPT TO) */
     if (r->status[0] && !strncmp(r->status + 1, ".7.", 3) && strcmp(r->reason, "notaccept") != 0 &&
-        strcmp(r->reason, "hasmoved") != 0)
+        strcmp(r->reason, "hasmoved") != 0 && strcmp(r->reason, "userunknown") != 0)
         permanent = 0;
     r->hard = (r->action == BNC_FAILED && permanent && is_hard_reason(r->reason)) ? 1 : 0;
     free(norm);

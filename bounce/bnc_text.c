@@ -277,6 +277,19 @@ static long line_addr(const struct line *l, char *out)
     size_t end = k + (size_t)e;
     if (end < n && p[end] == '>')
         end++;
+    /* "a@b <c@d>: reason" (Exim's "incorrectly constructed" notice quotes the bad To: text): an RFC 5322
+     * name-addr whose display name looks like an address; the mailbox is the one in angle brackets */
+    if (k == 0) {
+        size_t q = end;
+        while (q < n && p[q] == ' ')
+            q++;
+        const char *gt = q < n && p[q] == '<' ? memchr(p + q, '>', n - q) : NULL;
+        char in[BNC_ADDR_LEN];
+        if (gt && q > end && bnc_addr_extract(p + q + 1, (size_t)(gt - (p + q + 1)), in, 1) >= 0) {
+            bnc_copy(out, BNC_ADDR_LEN, in);
+            end = (size_t)(gt - p) + 1;
+        }
+    }
     while (end < n && (p[end] == ':' || p[end] == '.' || p[end] == ' ' || p[end] == ','))
         end++;
     return (long)(end + skip);
