@@ -14,6 +14,7 @@
 #include "lc_addr.h"
 #include "lc_json.h"
 #include "lc_redis.h"
+#include "lc_listset.h"
 #include "lc_schema.h"
 #include "lc_view.h"
 
@@ -131,12 +132,15 @@ static const char page_set[] =
     "SYNOPSIS\n"
     "  listcast list set LIST@DOMAIN [--policy POLICY] [--owner ADDR] [--owners \"ADDR ADDR...\"]\n"
     "      [--moderator ADDR]... [--subject-prefix TEXT] [--footer TEXT | --footer-file FILE]\n"
-    "      [--max-message-size N] [--dmarc-mitigation munge|wrap|none] [--json]\n"
+    "      [--max-message-size N] [--dmarc-mitigation munge|wrap|none] [--list-unsubscribe personal|mailto]\n"
+    "      [--bounce-hard N] [--bounce-soft N] [--bounce-threshold N] [--bounce-stale-days N] [--probe 1|0]\n"
+    "      [--probe-delay SECONDS] [--json]\n"
     "\n"
     "DESCRIPTION\n"
     "  Changes the settings given, and only those, in one atomic write, then prints every setting of the\n"
     "  list. The values are checked as the web UI's list settings page checks them; one bad value refuses\n"
-    "  the whole command and nothing changes. An empty value (\"\") clears a setting.\n"
+    "  the whole command and nothing changes. An empty value (\"\") clears a setting, or puts one of the\n"
+    "  numeric and one-word settings (dmarc_mitigation and after) back to its default.\n"
     "  Settings (fields of the list's Redis hash, schema/SCHEMA.md):\n"
     "    policy            who may post: open, members, moderated or announce\n"
     "    owner             the owner's address (notices, L-owner, moderation)\n"
@@ -153,6 +157,19 @@ static const char page_set[] =
     "                      p=reject: munge (default: From: \"Name via LIST\" <LIST@DOMAIN>, Reply-To: the\n"
     "                      poster unless the post has a Reply-To), wrap (the post travels as an attachment,\n"
     "                      message/rfc822, of a message from the list) or none (From: kept)\n"
+    "    list_unsubscribe  the List-Unsubscribe header of the copies: personal (default: a one-click link and\n"
+    "                      mailto address per subscriber, RFC 8058, with List-Unsubscribe-Post; with DKIM each\n"
+    "                      copy is signed on its own) or mailto (<mailto:LIST-unsubscribe@DOMAIN> in every\n"
+    "                      copy, no one-click: with DKIM the post is signed once and the signature shared)\n"
+    "    bounce_hard       bounce score a hard bounce adds (default 1; 0 to 1000)\n"
+    "    bounce_soft       bounce score a soft bounce adds (default 0.5; 0 to 1000)\n"
+    "    bounce_threshold  the score at which delivery to a subscriber is disabled (default 5)\n"
+    "    bounce_stale_days a score whose last bounce is older than this many days starts again from 0\n"
+    "                      (default 7; 0: never)\n"
+    "    probe             1 (default): a subscriber disabled by bounces gets a probe (delivered: re-enabled;\n"
+    "                      bounced: unsubscribed); 0: no probes, disabled subscribers stay disabled\n"
+    "    probe_delay       seconds from disabling a subscriber to sending its probe (default 900; at most\n"
+    "                      2592000, 30 days)\n"
     LC_HELP_REDIS
     "\n"
     "OPTIONS\n"
@@ -165,18 +182,25 @@ static const char page_set[] =
     "  --footer-file FILE         the footer, read from FILE (\"-\": stdin)\n"
     "  --max-message-size N       octets, a decimal number (0 or \"\": the appliance's limit)\n"
     "  --dmarc-mitigation MODE    munge, wrap or none\n"
+    "  --list-unsubscribe MODE    personal or mailto\n"
+    "  --bounce-hard N, --bounce-soft N, --bounce-threshold N, --bounce-stale-days N\n"
+    "                             decimal numbers (\"\": the default)\n"
+    "  --probe 1|0                probes on or off\n"
+    "  --probe-delay SECONDS      a whole number of seconds\n"
     LC_HELP_COMMON_OPTIONS
     "\n" LC_HELP_EXIT
-    "  A malformed list or setting address, an unknown policy or mitigation, a size that is not a number, a\n"
-    "  value over 4,095 octets, a line break in anything but the footer, --footer with --footer-file, an\n"
-    "  unreadable footer file or no setting at all are usage errors (exit 2); a list that does not exist is\n"
-    "  refused (exit 1).\n"
+    "  A malformed list or setting address, an unknown policy, mitigation or List-Unsubscribe mode, a size or\n"
+    "  bounce setting that is not a number in its range, a value over 4,095 octets, a line break in anything but the footer, --footer with\n"
+    "  --footer-file, an unreadable footer file or no setting at all are usage errors (exit 2); a list that does\n"
+    "  not exist is refused (exit 1).\n"
     "\n"
     "EXAMPLES\n"
     "  listcast list set news@lists.example.org --policy moderated --moderator ed@example.org \\\n"
     "      --moderator copy@example.org\n"
     "  listcast list set news@lists.example.org --subject-prefix '[news]' --footer-file footer.txt\n"
-    "  listcast list set news@lists.example.org --max-message-size 1048576 --dmarc-mitigation wrap --json\n";
+    "  listcast list set news@lists.example.org --max-message-size 1048576 --dmarc-mitigation wrap --json\n"
+    "  listcast list set news@lists.example.org --list-unsubscribe mailto\n"
+    "  listcast list set news@lists.example.org --bounce-threshold 3 --probe-delay 3600\n";
 
 const struct lc_page lc_pages_list[] = {
     {"list", page_list},
@@ -282,18 +306,32 @@ static int cmd_create(struct lc_ctx *ctx, int argc, char **argv)
 /* ---- list set ------------------------------------------------------------------------------------------------ */
 
 #define SETTING_MAX 4096 /* octets of one setting value, the web UI's limit (WEB_SETTING_MAX) */
+#define NFREE 7          /* the entries of free_fields */
+#define NSETTINGS (NFREE + LC_LISTSET_MAX)
 
-/* The settings `list set` writes, in the order they are shown. */
-static const char *const set_fields[] = {"policy", "owner", "owners", "moderators", "subject_prefix", "footer",
-                                         "max_message_size", "dmarc_mitigation", NULL};
-static const char *const mitigations[] = {"munge", "wrap", "none", NULL};
+/* The address-valued and free-text settings `list set` writes, in the order they are shown; then come the
+ * numeric and one-word settings of schema/lc_listset.c, in the table's order. */
+static const char *const free_fields[] = {"policy", "owner", "owners", "moderators", "subject_prefix", "footer",
+                                          "max_message_size", NULL};
 
-/* KEYS: the list hash. ARGV: field value pairs. Sets them only if the list exists: 1, else 0. */
+/* KEYS: the list hash. ARGV: field value pairs; a field written "-FIELD" is deleted (a table setting put back
+ * to its default). Changes them only if the list exists: 1, else 0. */
 static const char set_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-    "redis.call('HSET', KEYS[1], unpack(ARGV))\n"
+    "for i = 1, #ARGV, 2 do\n"
+    "  local f = ARGV[i]\n"
+    "  if string.sub(f, 1, 1) == '-' then redis.call('HDEL', KEYS[1], string.sub(f, 2))\n"
+    "  else redis.call('HSET', KEYS[1], f, ARGV[i + 1]) end\n"
+    "end\n"
     "return 1\n";
 
+/* set_field returns the i-th field `list set` shows, or NULL past the last. */
+static const char *set_field(int i)
+{
+    if (i < NFREE)
+        return free_fields[i];
+    return lc_listsets[i - NFREE].name;
+}
 
 /* addr_list normalises addresses separated by spaces or commas into one space between normalised addresses
  * (the web UI's form, webui/web_pages.c); -1 with the bad address in bad if one is invalid or too long. */
@@ -355,10 +393,10 @@ static int show_settings(struct lc_ctx *ctx, const char *list, const char *const
 {
     char k[LC_KEY_MAX], err[512];
     lc_key_list(k, sizeof k, list);
-    const char *argv[2 + 8] = {"HMGET", k};
+    const char *argv[2 + NSETTINGS] = {"HMGET", k};
     int argc = 2;
-    for (int i = 0; set_fields[i]; i++)
-        argv[argc++] = set_fields[i];
+    for (int i = 0; set_field(i); i++)
+        argv[argc++] = set_field(i);
     redisReply *r = lc_redis_cmdv(ctx->rc, argc, argv, NULL, err, sizeof err);
     if (!r)
         return lc_refused(ctx, "%s", err);
@@ -366,16 +404,19 @@ static int show_settings(struct lc_ctx *ctx, const char *list, const char *const
         freeReplyObject(r);
         return lc_refused(ctx, "redis: HMGET: unexpected reply");
     }
-    const char *v[8];
-    for (size_t i = 0; i < r->elements; i++)
+    const char *v[NSETTINGS];
+    for (size_t i = 0; i < r->elements; i++) {
         v[i] = r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
+        if (i >= NFREE && !*v[i]) /* a table setting: the value in effect */
+            v[i] = lc_listsets[i - NFREE].def;
+    }
     int status = LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
         lc_json_obj(j);
         lc_json_kstr(j, "address", list);
-        for (int i = 0; set_fields[i]; i++)
-            lc_json_kstr(j, set_fields[i], !strcmp(set_fields[i], "dmarc_mitigation") && !*v[i] ? "munge" : v[i]);
+        for (int i = 0; set_field(i); i++)
+            lc_json_kstr(j, set_field(i), v[i]);
         lc_json_key(j, "changed");
         lc_json_arr(j);
         for (int i = 0; i < nchanged; i++)
@@ -385,14 +426,12 @@ static int show_settings(struct lc_ctx *ctx, const char *list, const char *const
         status = lc_json_done(j, LC_EXIT_OK);
     } else {
         printf("list:              %s\n", list);
-        for (int i = 0; set_fields[i]; i++) {
-            const char *val = v[i];
+        for (int i = 0; set_field(i); i++) {
+            const char *val = v[i], *f = set_field(i);
             char buf[64];
-            if (!strcmp(set_fields[i], "max_message_size") && (!*val || !strcmp(val, "0")))
+            if (!strcmp(f, "max_message_size") && (!*val || !strcmp(val, "0")))
                 val = "(the appliance's smtp.max_message_size)";
-            else if (!strcmp(set_fields[i], "dmarc_mitigation") && !*val)
-                val = "munge";
-            else if (!strcmp(set_fields[i], "footer") && strchr(val, '\n')) {
+            else if (!strcmp(f, "footer") && strchr(val, '\n')) {
                 int lines = 0;
                 for (const char *p = val; *p; p++)
                     lines += *p == '\n';
@@ -401,25 +440,33 @@ static int show_settings(struct lc_ctx *ctx, const char *list, const char *const
                 val = buf;
             } else if (!*val)
                 val = "(none)";
-            printf("%s:%*s%s\n", set_fields[i], (int)(18 - strlen(set_fields[i])), "", val);
+            int pad = 18 - (int)strlen(f);
+            printf("%s:%*s%s\n", f, pad > 0 ? pad : 1, "", val);
         }
     }
     freeReplyObject(r);
     return status;
 }
 
-enum { S_POLICY = 1, S_OWNER, S_OWNERS, S_MODERATOR, S_PREFIX, S_FOOTER, S_FOOTER_FILE, S_MAXSIZE, S_DMARC };
+enum { S_POLICY = 1, S_OWNER, S_OWNERS, S_MODERATOR, S_PREFIX, S_FOOTER, S_FOOTER_FILE, S_MAXSIZE, S_TABLE };
 
 static int cmd_set(struct lc_ctx *ctx, int argc, char **argv)
 {
-    static const struct lc_opt opts[] = {
+    static const struct lc_opt fixed[] = {
         {"policy", 'p', 1, S_POLICY},          {"owner", 'o', 1, S_OWNER},
         {"owners", 0, 1, S_OWNERS},            {"moderator", 0, 1, S_MODERATOR},
         {"subject-prefix", 0, 1, S_PREFIX},    {"footer", 0, 1, S_FOOTER},
         {"footer-file", 0, 1, S_FOOTER_FILE},  {"max-message-size", 0, 1, S_MAXSIZE},
-        {"dmarc-mitigation", 0, 1, S_DMARC},   {NULL, 0, 0, 0},
     };
-    const char *val[S_DMARC + 1] = {NULL}, *list_arg = NULL;
+    /* then one option per table setting (schema/lc_listset.c), e.g. --bounce-threshold: id S_TABLE + index */
+    struct lc_opt opts[sizeof fixed / sizeof fixed[0] + LC_LISTSET_MAX + 1];
+    int nopt = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        opts[nopt++] = fixed[i];
+    for (int i = 0; lc_listsets[i].name && i < LC_LISTSET_MAX; i++)
+        opts[nopt++] = (struct lc_opt){lc_listsets[i].opt + 2, 0, 1, S_TABLE + i};
+    opts[nopt] = (struct lc_opt){NULL, 0, 0, 0};
+    const char *val[S_TABLE + LC_LISTSET_MAX] = {NULL}, *list_arg = NULL;
     static char mods[SETTING_MAX * 2];
     int nmods = 0;
     size_t mlen = 0;
@@ -454,8 +501,8 @@ static int cmd_set(struct lc_ctx *ctx, int argc, char **argv)
     /* check every value; any bad one refuses the whole command */
     static char owner[LC_ADDR_MAX + 1], owners[SETTING_MAX], moderators[SETTING_MAX], footer[SETTING_MAX];
     char why[512];
-    const char *hset[2 * 8];
-    const char *changed[8];
+    const char *hset[2 * NSETTINGS];
+    const char *changed[NSETTINGS];
     int nh = 0, nc = 0;
     if (val[S_POLICY]) {
         if (!lc_word_in(val[S_POLICY], policies))
@@ -507,10 +554,21 @@ static int cmd_set(struct lc_ctx *ctx, int argc, char **argv)
                                  "999999999999999999, or \"\")", v);
         hset[nh++] = "max_message_size", hset[nh++] = v, changed[nc++] = "max_message_size";
     }
-    if (val[S_DMARC]) {
-        if (!lc_word_in(val[S_DMARC], mitigations))
-            return lc_usage(ctx, "list set: unknown DMARC mitigation '%.100s' (munge, wrap or none)", val[S_DMARC]);
-        hset[nh++] = "dmarc_mitigation", hset[nh++] = val[S_DMARC], changed[nc++] = "dmarc_mitigation";
+    static char tval[LC_LISTSET_MAX][LC_LISTSET_VAL], tdel[LC_LISTSET_MAX][LC_LISTSET_VAL + 1];
+    for (int i = 0; lc_listsets[i].name && i < LC_LISTSET_MAX; i++) {
+        const struct lc_listset *ls = &lc_listsets[i];
+        if (!val[S_TABLE + i])
+            continue;
+        /* checked by the table the web UI uses too; "" puts the setting back to its default */
+        if (lc_listset_check(ls, val[S_TABLE + i], tval[i], sizeof tval[i], why, sizeof why) < 0)
+            return lc_usage(ctx, "list set: %s (%s)", why, ls->opt);
+        if (tval[i][0]) {
+            hset[nh++] = ls->name, hset[nh++] = tval[i];
+        } else {
+            snprintf(tdel[i], sizeof tdel[i], "-%s", ls->name);
+            hset[nh++] = tdel[i], hset[nh++] = "";
+        }
+        changed[nc++] = ls->name;
     }
     if (nh == 0)
         return lc_usage(ctx, "list set: nothing to set (see listcast list set --help)");
@@ -521,7 +579,7 @@ static int cmd_set(struct lc_ctx *ctx, int argc, char **argv)
     char klist[LC_KEY_MAX], err[512];
     if (lc_key_list(klist, sizeof klist, list) < 0)
         return lc_usage(ctx, "list set: list address too long");
-    const char *ev[4 + 2 * 8] = {"EVAL", set_lua, "1", klist};
+    const char *ev[4 + 2 * NSETTINGS] = {"EVAL", set_lua, "1", klist};
     for (int i = 0; i < nh; i++)
         ev[4 + i] = hset[i];
     redisReply *r = lc_redis_cmdv(rc, 4 + nh, ev, NULL, err, sizeof err);

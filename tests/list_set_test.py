@@ -66,6 +66,21 @@ def run(t, procs):
             j.get("dmarc_mitigation") == "wrap", f"--json: every setting and what changed ({r.stdout.strip()})")
     t.check(field("moderators") == "m1@ex.test m2@ex.test m3@ex.test", "fields not given stay as they were")
 
+    r = cli("list", "set", L, "--bounce-threshold", "3", "--bounce-soft", "0.25", "--probe", "0",
+            "--probe-delay", "3600", "--list-unsubscribe", "MAILTO", "--json")
+    j = json.loads(r.stdout) if r.returncode == 0 else {}
+    t.check(field("bounce_threshold") == "3" and field("bounce_soft") == "0.25" and field("probe") == "0" and
+            field("probe_delay") == "3600" and field("list_unsubscribe") == "mailto",
+            f"bounce, probe and List-Unsubscribe settings written ({r.returncode} {r.stderr.strip()})")
+    t.check(j.get("bounce_threshold") == "3" and j.get("bounce_hard") == "1" and j.get("bounce_stale_days") == "7"
+            and j.get("probe") == "0" and sorted(j.get("changed", [])) ==
+            ["bounce_soft", "bounce_threshold", "list_unsubscribe", "probe", "probe_delay"],
+            f"--json shows the values in effect, defaults included ({r.stdout.strip()[:300]})")
+    r = cli("list", "set", L, "--bounce-threshold", "", "--probe", "")
+    t.check(r.returncode == 0 and field("bounce_threshold") is None and field("probe") is None and
+            field("bounce_soft") == "0.25" and "bounce_threshold:  5" in r.stdout,
+            f"\"\" puts a table setting back to its default (field deleted) ({r.stdout.strip()[-300:]})")
+
     footer_file = os.path.join(procs.tmp, "footer.txt")
     with open(footer_file, "w") as f:
         f.write("-- \nfrom a file\n")
@@ -91,6 +106,11 @@ def run(t, procs):
         (["--footer", "a", "--footer-file", footer_file], "--footer with --footer-file"),
         (["--footer-file", os.path.join(procs.tmp, "missing")], "unreadable footer file"),
         (["--dmarc-mitigation", "rewrite"], "unknown mitigation"),
+        (["--bounce-threshold", "0"], "threshold below its range"),
+        (["--bounce-hard", "1e3"], "exponent in a number"),
+        (["--probe-delay", "1.5"], "fraction in a whole number"),
+        (["--probe", "yes"], "probe not 1 or 0"),
+        (["--list-unsubscribe", "none"], "unknown List-Unsubscribe mode"),
         ([], "nothing to set"),
         (["--policy", "open", "--frobnicate"], "unknown option"),
         (["--policy", "open", "--owner", "ok@ex.test", "--owners", "bad"], "one bad value among good ones"),
