@@ -11,6 +11,7 @@ PKGS=(
   libhiredis-dev                          # Redis client
   libc-ares-dev                           # async DNS (MX lookups)
   libgnutls28-dev                         # TLS and HMAC
+  libgmp-dev                              # DKIM: constant-time modular exponentiation (common/lc_dkim.c)
   libmicrohttpd-dev                       # admin web UI / JSON API
   libgmime-3.0-dev                        # MIME parsing of bounces (bounce/)
   redis-server                            # the store (embedded by `listcast up`)

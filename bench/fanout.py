@@ -6,10 +6,19 @@ Postfix smtp-sink hosts on 127.0.0.10-19. Measures deliveries/s from the 250 lis
 delivery the sinks count, then (same run) Postfix's rate (../shared/bench/peers/postfix-peer.sh) and the
 loopback ceiling (../shared/bench/peers/sink-ceiling.sh), and prints the ratios and the sender's peak RSS.
 
+Then, in the same run (issue 7, unless --dkim no), with an RSA-2048 key made by `listcast dkim keygen` for the
+list domain: the same post to the same subscribers from a list whose list_unsubscribe is `mailto` (so DKIM signs
+it once per post), without the key (the baseline: same List-Unsubscribe, warm DNS cache) and with it, alternated
+--dkim-rounds times (the median of each is printed);
+then a post to a list of --dkim-rcpts subscribers with the default personal List-Unsubscribe, signed per
+recipient (one RSA-2048 signature per copy, in the sender's signing threads); then `openssl speed -seconds N
+rsa2048` (one core's RSA-2048 signing rate) for comparison.
+
 Build Release first, then run as root (smtp-sink drops to nobody; the Postfix peer rewrites /etc/postfix):
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j
     bench/fanout.py [--build build] [--rcpts 100000] [--domains 1000] [--size 4900] [--peers auto|yes|no]
-                    [--perf] [--set key=value]... [--keep]
+                    [--perf] [--set key=value]... [--keep] [--dkim yes|no] [--dkim-rcpts 20000]
+                    [--dkim-rounds 3] [--openssl-seconds 5]
     bench/fanout.py --rcpts 1000000      # sender peak RSS while sending a 1,000,000-recipient post
 The build dir may also come from $LC_BUILD_DIR. --peers auto runs the peers only at 100,000 recipients.
 --perf records the sender, expander and redis-server with `perf record -g` during the send and prints the top
@@ -21,6 +30,11 @@ Output (one line each):
     sink-ceiling msgs=N seconds=S rate=R/s
     ratio listcast/postfix=X listcast/ceiling=Y
     listcast-sender peak_rss_mb=M (VmHWM) ...
+    unsigned-mailto rcpts=N seconds=S rate=R/s (median of 3)    (--dkim yes: the baseline of dkim-once)
+    dkim-once rcpts=N seconds=S rate=R/s slowdown=P% (median of 3, vs unsigned-mailto; target <= 5%; best runs: ...)
+    dkim-per-rcpt rcpts=M seconds=S rate=R/s sign_threads=T
+    openssl-rsa2048 sign_rate=R/s (openssl speed -seconds N rsa2048, one core)
+    ratio per-rcpt/openssl-rsa2048=X.XX (target >= 0.80)
 plus '#' lines with details (setup times, time to the post's `done` state, CPU seconds per process).
 Everything listens on loopback; every wait is bounded; every process started here is stopped at the end.
 """
@@ -152,6 +166,12 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary dir (logs)")
     ap.add_argument("--warm", action="store_true",
                     help="send one post first and measure the second: the expander's DNS cache is warm")
+    ap.add_argument("--dkim", choices=("yes", "no"), default="yes",
+                    help="also measure DKIM signing once per post and per recipient (and openssl speed rsa2048)")
+    ap.add_argument("--dkim-rcpts", type=int, default=20000, help="recipients of the per-recipient signed post")
+    ap.add_argument("--dkim-rounds", type=int, default=3,
+                    help="unsigned-mailto and dkim-once posts, alternated; the median of each is printed")
+    ap.add_argument("--openssl-seconds", type=int, default=5, help="openssl speed -seconds N rsa2048")
     a = ap.parse_args()
 
     build = os.path.abspath(a.build)
@@ -199,17 +219,47 @@ def main():
         say("ratio listcast/postfix=%s listcast/ceiling=%s" % (f"{lr / pr:.1f}" if pr else "n/a",
                                                               f"{lr / cr:.2f}" if cr else "n/a"))
     say(f"listcast-sender peak_rss_mb={result['rss_mb']:.1f} (VmHWM, rcpts={a.rcpts}, target <= 64)")
+    dk = result.get("dkim")
+    if dk:
+        base, once, per = dk["unsigned-mailto"], dk["dkim-once"], dk["dkim-per-rcpt"]
+        say(f"unsigned-mailto rcpts={base['n']} seconds={base['secs']:.2f} rate={base['rate']:.0f}/s "
+            f"(median of {a.dkim_rounds})")
+        slow = (base["rate"] / once["rate"] - 1) * 100
+        best = (base["best"] / once["best"] - 1) * 100
+        say(f"dkim-once rcpts={once['n']} seconds={once['secs']:.2f} rate={once['rate']:.0f}/s "
+            f"slowdown={slow:.1f}% (median of {a.dkim_rounds}, vs unsigned-mailto; target <= 5%; "
+            f"best runs: {once['best']:.0f}/s vs {base['best']:.0f}/s, {best:.1f}%)")
+        say(f"dkim-per-rcpt rcpts={per['n']} seconds={per['secs']:.2f} rate={per['rate']:.0f}/s "
+            f"sign_threads={dk['threads']}")
+        ossl = openssl_rsa2048(a.openssl_seconds)
+        if ossl:
+            say(f"openssl-rsa2048 sign_rate={ossl:.0f}/s (openssl speed -seconds {a.openssl_seconds} rsa2048, "
+                "one core)")
+            say(f"ratio per-rcpt/openssl-rsa2048={per['rate'] / ossl:.2f} (target >= 0.80)")
+        else:
+            say("# openssl speed rsa2048 failed: no ratio")
     return 0
 
 
-def post(a, smtp_port, msg):
+def openssl_rsa2048(seconds):
+    """RSA-2048 signatures/s of one core, as `openssl speed` prints them (None if it fails)."""
+    try:
+        r = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "rsa2048"], capture_output=True,
+                           text=True, timeout=seconds * 4 + 60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^rsa\s+2048 bits\s+\S+s\s+\S+s\s+([\d.]+)\s", r.stdout, re.M)
+    return float(m.group(1)) if m else None
+
+
+def post(a, smtp_port, msg, to=LIST):
     """Posts msg to the list by SMTP; returns (post id, monotonic time of the 250)."""
     with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as s:
         s.ehlo("poster.example.org")
         s.mail("poster@example.org")
-        code, _ = s.rcpt(LIST)
+        code, _ = s.rcpt(to)
         if code != 250:
-            raise RuntimeError(f"RCPT TO {LIST}: {code}")
+            raise RuntimeError(f"RCPT TO {to}: {code}")
         code, resp = s.data(msg)
         t0 = time.monotonic()
     if code != 250:
@@ -364,8 +414,82 @@ def run_listcast(a, procs, lctest, dnsmasq, timeout):
         for line in r.stdout.splitlines():
             if line.strip() and not line.startswith("#"):
                 say("#   " + line.rstrip())
+    result = {"rate": rate, "seconds": secs, "rss_mb": rss / 1024.0}
+    if a.dkim == "yes":
+        result["dkim"] = run_dkim(a, cli, smtp_port, sink_out, spid, lctest, procs)
     procs.stop(up, signal.SIGTERM, 20)
-    return {"rate": rate, "seconds": secs, "rss_mb": rss / 1024.0}
+    return result
+
+
+def run_dkim(a, cli, smtp_port, sink_out, spid, lctest, procs):
+    """The DKIM modes (issue 7) on the running appliance: see the module's docstring."""
+    n = a.rcpts
+
+    def measure(label, to, count):
+        base = sum(sink_count(p) for p in sink_out)
+        cpu0 = proc_cpu(spid)
+        post_id, t0 = post(a, smtp_port, message(a.size), to=to)
+        deadline, got, last_change = time.monotonic() + count / 200 + 60, 0, time.monotonic()
+        while time.monotonic() < deadline:
+            c = sum(sink_count(p) for p in sink_out) - base
+            now = time.monotonic()
+            if c != got:
+                got, last_change = c, now
+            if got >= count or now - last_change > 30:
+                break
+            time.sleep(0.01)
+        t1 = time.monotonic()
+        cpu1 = proc_cpu(spid)
+
+        def done():
+            j = json.loads(cli("post", "show", str(post_id), "--json"))
+            return j if j.get("state") == "done" and j.get("pending") == 0 else None
+        j = lctest.wait_for(f"{label} post done", done, 60, step=0.05)
+        if got < count or j["delivered"] != count:
+            raise RuntimeError(f"{label}: {got} of {count} copies counted by the sinks, post {post_id} "
+                               f"delivered={j['delivered']} deferred={j['deferred']} bounced={j['bounced']}")
+        secs = t1 - t0
+        say(f"# {label}: post {post_id} delivered={j['delivered']} in {secs:.2f}s, sender cpu "
+            f"{(cpu1 or 0) - (cpu0 or 0):.2f}s")
+        return {"n": count, "secs": secs, "rate": count / secs}
+
+    out = {}
+    cli("list", "set", LIST, "--list-unsubscribe", "mailto")
+    kg = json.loads(cli("dkim", "keygen", LIST.split("@")[1], "--selector", "bench", "--json"))
+    say(f"# dkim keygen: {kg['algorithm']}-{kg['bits']} selector bench for {LIST.split('@')[1]}")
+    keyf = kg["file"]
+    held = os.path.join(os.path.dirname(keyf), ".bench.rsa.key.held")  # names starting with '.' are ignored
+
+    def key(on):  # the sender looks at the key directory before each post
+        if on and os.path.exists(held):
+            os.rename(held, keyf)
+        elif not on and os.path.exists(keyf):
+            os.rename(keyf, held)
+    runs = {"unsigned-mailto": [], "dkim-once": []}
+    for r in range(a.dkim_rounds):  # alternated, so that both see the same machine (it is shared and noisy)
+        key(False)
+        runs["unsigned-mailto"].append(measure(f"unsigned-mailto round {r + 1}", LIST, n))
+        key(True)
+        runs["dkim-once"].append(measure(f"dkim-once round {r + 1}", LIST, n))
+    for k, v in runs.items():
+        out[k] = dict(sorted(v, key=lambda x: x["rate"])[len(v) // 2])  # the median run
+        out[k]["best"] = max(x["rate"] for x in v)
+    log = procs.log("listcast")
+    signed_once = len(re.findall(r"dkim domain=\S+ signatures=1 \(bench rsa-2048\) once per post", log))
+    if signed_once < a.dkim_rounds:
+        raise RuntimeError(f"dkim-once: {signed_once} posts signed once per post, not {a.dkim_rounds}")
+    m = a.dkim_rcpts
+    per = "rcpt@" + LIST.split("@")[1]
+    cli("list", "create", per, "--policy", "open", "--owner", "owner@example.org")
+    cli("sub", "add", per, "-", stdin="".join(f"u{i}@d{i % a.domains}.bench.test\n" for i in range(m)),
+        tmo=max(120, m / 1000))
+    out["dkim-per-rcpt"] = measure("dkim-per-rcpt", per, m)
+    log = procs.log("listcast")
+    if "per recipient, in the signing threads" not in log:
+        raise RuntimeError("dkim-per-rcpt: the sender did not sign per recipient in its signing threads")
+    th = re.findall(r"listcast-sender\[\d+\]: info: started .* sign_threads=(\d+)", log)
+    out["threads"] = int(th[-1]) if th else "?"
+    return out
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ static const struct cfg_key keys[] = {
     /* webui: HTTPS */
     {"http.tls_cert", T_STR, "", 0, 0, "PEM certificate chain for the admin web UI; empty: plain HTTP", NULL},
     {"http.tls_key", T_STR, "", 0, 0, "PEM private key for http.tls_cert", NULL},
+    {"sender.sign_threads", T_INT, "-1", -1, 64,
+     "DKIM signing threads for per-recipient signatures: -1 one per online CPU, 0 none (sign in the event loop)",
+     NULL},
     {"sender.claim_idle", T_INT, "60", 2, 3600,
      "seconds a claimed batch may go untouched before another sender takes it over (crashed peer)", NULL},
     /* complaints (issue 7): a decimal fraction 0..1, checked by its users (lc_view_rate_parse) */

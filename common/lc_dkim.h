@@ -1,4 +1,6 @@
-/* lc_dkim: DKIM signing (RFC 6376, relaxed/relaxed) with rsa-sha256 and ed25519-sha256 (RFC 8463), on GnuTLS.
+/* lc_dkim: DKIM signing (RFC 6376, relaxed/relaxed) with rsa-sha256 and ed25519-sha256 (RFC 8463), on GnuTLS
+ * (keys, hashes, Ed25519) and GMP (the RSA private-key operation: blinded CRT with constant-time modular
+ * exponentiation and a verification of each signature before it is used; see lc_dkim.c).
  *
  * Contract: a message is prepared once (lc_dkim_msg_new): its header block is parsed (folded lines, duplicate
  * fields), its body hash is computed, the list of signed header fields (h=) is chosen and the SHA-256 state of
@@ -14,7 +16,10 @@
  * ed25519-sha256 signs the SHA-256 digest of the canonical header hash input with PureEdDSA (RFC 8463 3).
  * Keys are PEM (PKCS#8 or PKCS#1); RSA keys must have 1024..4096 bits (RFC 8301), Ed25519 keys are 256 bits.
  * Limits: a header block of at most LC_DKIM_MAX_HEADER octets and LC_DKIM_MAX_FIELDS fields, header lines that
- * are "name:value" with printable names; the body is any length (hashed in one pass). Not thread-safe per object.
+ * are "name:value" with printable names; the body is any length (hashed in one pass).
+ * Threads: lc_dkim_sign may run in several threads at once with the same message and the same keys (both are
+ * only read; GnuTLS calls on a key are serialised by a lock of the key). Making and freeing messages and keys
+ * is not thread-safe: a message and its keys must outlive every signing thread that uses them.
  */
 #ifndef LC_DKIM_H
 #define LC_DKIM_H
@@ -63,6 +68,18 @@ const char *lc_dkim_key_domain(const struct lc_dkim_key *k);
 const char *lc_dkim_key_selector(const struct lc_dkim_key *k);
 /* lc_dkim_key_pem writes the private key as unencrypted PKCS#8 PEM into a new buffer (*out, caller frees). */
 int lc_dkim_key_pem(const struct lc_dkim_key *k, char **out, size_t *len);
+/* lc_dkim_key_sign_digest signs a SHA-256 digest as DKIM does (RSA: RSASSA-PKCS1-v1_5, computed as via says;
+ * Ed25519: PureEdDSA over the digest, GnuTLS whatever via says). Returns the signature's length in octets (at
+ * most outlen), or -1 + err. For tests (the RSA paths must agree) and tools. */
+enum {
+    LC_DKIM_VIA_DEFAULT = 0, /* what lc_dkim_sign uses: AVX-512 IFMA when the CPU and key allow, else GMP */
+    LC_DKIM_VIA_GNUTLS = 1,  /* gnutls_privkey_sign_hash2 */
+    LC_DKIM_VIA_GMP = 2,     /* GMP's mpz_powm_sec */
+};
+long lc_dkim_key_sign_digest(struct lc_dkim_key *k, const unsigned char dig[32], int via, unsigned char *out,
+                             size_t outlen, char *err, size_t errlen);
+/* lc_dkim_key_fast: 1 if the key's RSA signatures take the AVX-512 IFMA path on this CPU (for logs and tests). */
+int lc_dkim_key_fast(const struct lc_dkim_key *k);
 /* lc_dkim_key_txt writes the DNS TXT record value "v=DKIM1; k=rsa; p=BASE64" (RSA: the DER public key info;
  * Ed25519: the raw 32-octet public key, RFC 8463 4). Returns 0 or -1 (does not fit). */
 int lc_dkim_key_txt(const struct lc_dkim_key *k, char *out, size_t outlen);

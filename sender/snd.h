@@ -3,7 +3,8 @@
  * The sender reads recipient batches from the Redis stream lc:stream:deliveries (group "sender", consumer
  * node.name), delivers each recipient in its own SMTP transaction with a signed VERP envelope sender over
  * persistent, pipelined connections, and acknowledges a batch (counters, bounce entries, retries, the last reply
- * of each deferred recipient in lc:postdefer:ID, and XACK in one MULTI/EXEC) once every recipient in it has an outcome. One epoll loop, no threads. Files:
+ * of each deferred recipient in lc:postdefer:ID, and XACK in one MULTI/EXEC) once every recipient in it has an outcome. One epoll loop;
+ * per-recipient DKIM signatures are made by a pool of signing threads (snd_sign.c), the only other threads. Files:
  *   snd_main.c   main(): arguments, configuration, log, secret, loop, signals, run, clean exit.
  *   snd_queue.c  Redis: the blocking reader (XREADGROUP), the write connection (post loads, commits, XAUTOCLAIM,
  *                heartbeat XCLAIM), reconnect with backoff, the housekeeping tick.
@@ -17,6 +18,8 @@
  *   snd_retry.c  the retry schedule: backoff with jitter, expiry, the lc:retry members and the due-retry poller.
  *   snd_dkim.c   DKIM: the key directory STATE.DIR/dkim/DOMAIN/ (rescanned when it changes), the per-post signing
  *                state and each copy's DKIM-Signature and List-Unsubscribe lines.
+ *   snd_sign.c   the signing thread pool (sender.sign_threads): per-recipient signatures made ahead of the
+ *                connections, results back to the loop through an eventfd.
  * Ownership: struct snd owns the batch list, the post cache and the destination table; a batch owns its
  * recipients and holds a reference on its post; a destination owns its connections; a connection holds
  * references on the posts whose bodies are in its output queue and borrows the recipients it is working on
@@ -67,6 +70,7 @@ struct redisReply;
 #define SND_TLSPOL_MS 30000        /* lc:tlspolicy reload period */
 #define SND_HDR_LINES_MAX 2048     /* per-recipient List-Unsubscribe lines */
 #define SND_COPY_HDR_MAX 16384     /* a copy's own header lines: DKIM-Signature fields and List-Unsubscribe */
+#define SND_SIGN_MAX_THREADS 64    /* sender.sign_threads at most */
 
 /* ---- the daemon ---- */
 
@@ -93,6 +97,7 @@ struct snd {
     int batch_size;
     struct snd_tls_ctx *tlsctx; /* GnuTLS credentials and the policy table */
     struct snd_dkim *dkim;      /* DKIM keys (snd_dkim.c) */
+    struct snd_sign *sign;      /* the signing thread pool (snd_sign.c); NULL: sign in the loop thread */
     int mx_port;
     int concurrency;       /* global connection limit */
     int per_mx;            /* connections to one destination */
@@ -132,6 +137,9 @@ void snd_reply_quote(const char *text, char *out, size_t outlen);
 /* ---- snd_post.c: post cache ---- */
 
 enum snd_post_st { SND_P_NEW, SND_P_LOADING, SND_P_READY, SND_P_MISSING };
+/* lc:list:LIST list_unsubscribe: personal (default; RFC 8058 one-click per subscriber, signed per copy) or mailto
+ * (one List-Unsubscribe for every copy, <mailto:LIST-unsubscribe@DOMAIN>: signed once per post). */
+enum snd_unsub { SND_UNSUB_PERSONAL = 0, SND_UNSUB_MAILTO = 1 };
 
 struct snd_post {
     struct snd *snd;
@@ -146,6 +154,7 @@ struct snd_post {
     char domain[256];    /* list domain, lower case: the VERP domain */
     char local[LC_ADDR_MAX + 1]; /* list local part (List-Unsubscribe: LOCAL-unsubscribe@DOMAIN) */
     int notice;          /* kind = notice: no List-Unsubscribe header */
+    int unsub;           /* enum snd_unsub: the list's list_unsubscribe setting when the post was loaded */
     int64_t created;     /* unix s, 0 if unknown: the start of max_lifetime */
     struct snd_dkim_set *dkim_set; /* the keys it is signed with (referenced), NULL: unsigned */
     struct lc_dkim_msg *dkim_msg;  /* body hash and common header hash state */
@@ -185,10 +194,44 @@ void snd_dkim_free(struct snd_dkim *dk);
 void snd_dkim_post(struct snd *snd, struct snd_post *p);
 /* snd_dkim_post_free drops a post's signing state. */
 void snd_dkim_post_free(struct snd_post *p);
+/* snd_dkim_per_copy: 1 if the post's copies are signed one by one (a signed list post with a personal
+ * List-Unsubscribe), 0 if they share the signature made by snd_dkim_post (or are not signed). */
+int snd_dkim_per_copy(const struct snd_post *p);
+/* snd_dkim_unsub writes subscriber sub's List-Unsubscribe lines (snd_post_unsub; none if too long, logged). */
+int snd_dkim_unsub(struct snd *snd, const struct snd_post *p, uint64_t sub, char *out, size_t outlen);
+/* snd_dkim_sign_copy makes a copy's header block: its DKIM-Signature fields over the post and the unsub lines,
+ * then those lines, in a new buffer (*out, *outlen). Thread-safe (the signing threads call it): it only reads the
+ * post's signing state. 0, or -1 + err. */
+int snd_dkim_sign_copy(const struct snd_post *p, const char *unsub, size_t ul, char **out, int *outlen, char *err,
+                       size_t errlen);
 /* snd_dkim_copy writes a copy's own header lines into out: its DKIM-Signature fields (if the post is signed),
  * then, when unsub, the List-Unsubscribe lines of subscriber sub. Returns the length, or -1 + err. */
 int snd_dkim_copy(struct snd *snd, const struct snd_post *p, int unsub, uint64_t sub, char *out, size_t outlen,
                   char *err, size_t errlen);
+
+/* ---- snd_sign.c: the signing thread pool ---- */
+
+/* A recipient's signing state: NONE (not signed by the pool: the copy is made in the loop thread when sent),
+ * QUEUED (in the backlog), RUNNING (a job in the pool), READY (hdr holds the header block), FAILED. */
+enum snd_sign_st { SND_S_NONE = 0, SND_S_QUEUED, SND_S_RUNNING, SND_S_READY, SND_S_FAILED };
+struct snd_sign;
+struct snd_sign_job;
+struct snd_rcpt;
+/* snd_sign_new starts nthreads (1..SND_SIGN_MAX_THREADS) signing threads and watches their eventfd; NULL + err. */
+struct snd_sign *snd_sign_new(struct snd *snd, int nthreads, char *err, size_t errlen);
+/* snd_sign_free stops and joins the threads and drops unfinished jobs (after the batches are freed, before the
+ * posts). NULL is a no-op. */
+void snd_sign_free(struct snd_sign *s);
+int snd_sign_threads(const struct snd_sign *s);
+/* snd_sign_batch queues the signatures of a starting batch's recipients (a post signed per copy only). */
+void snd_sign_batch(struct snd_batch *b);
+/* snd_sign_take gives a connection the header block of a queued recipient: its length (copied to out), -1 + err
+ * (signing failed: defer it), or -2: not ready, c waits; snd_conn_signed(c, r) is called when it is. */
+int snd_sign_take(struct snd_rcpt *r, struct snd_conn *c, char *out, size_t outlen, char *err, size_t errlen);
+/* snd_sign_unwait: the connection waiting for r goes away. */
+void snd_sign_unwait(struct snd_rcpt *r);
+/* snd_sign_forget drops r's signing state (its outcome is final, or its batch is freed). */
+void snd_sign_forget(struct snd_rcpt *r);
 
 /* ---- snd_batch.c: batches and recipients ---- */
 
@@ -209,9 +252,16 @@ struct snd_rcpt {
     int64_t first;               /* unix s of the first attempt (0: this one) */
     int64_t due;                 /* SND_O_DEFERRED: unix s of the next attempt */
     unsigned char tls;           /* enum snd_tls_policy for the recipient's domain */
+    unsigned char sign;          /* enum snd_sign_st (snd_sign.c) */
     enum snd_outcome outcome;
     char *reply;                 /* reply text of a bounce, or (deferred) the lc:postdefer:ID value (owned) */
     struct snd_rcpt *next;       /* destination queue link */
+    /* signing (snd_sign.c, loop thread only) */
+    struct snd_rcpt *sprev, *snext; /* the signing backlog (SND_S_QUEUED) */
+    struct snd_sign_job *job;    /* SND_S_RUNNING: the job made for it */
+    struct snd_conn *waiter;     /* a connection whose transaction waits for the signature */
+    char *hdr;                   /* SND_S_READY: the copy's header block; SND_S_FAILED: why (owned) */
+    int hdrlen;
 };
 
 struct snd_batch {
@@ -345,6 +395,8 @@ int snd_conn_live(const struct snd_conn *c);
 int snd_conn_closing(const struct snd_conn *c);
 /* snd_conn_quit sends QUIT on an idle connection (to free its slot). */
 void snd_conn_quit(struct snd_conn *c);
+/* snd_conn_signed: the signature r's transaction on c waited for is there (or failed): the transaction goes on. */
+void snd_conn_signed(struct snd_conn *c, struct snd_rcpt *r);
 /* snd_conn_free closes at once (QUIT first if idle) and frees; recipients in flight keep no outcome (exit). */
 void snd_conn_free(struct snd_conn *c);
 

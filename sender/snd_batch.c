@@ -326,6 +326,7 @@ void snd_batch_start(struct snd_batch *b)
         const char *at = strrchr(r->addr, '@');
         r->tls = (unsigned char)snd_tls_policy_of(b->snd->tlsctx, at ? at + 1 : "", b->snd->tls);
     }
+    snd_sign_batch(b); /* per-recipient signatures start now, ahead of the connections (snd_sign.c) */
     for (int i = 0; i < b->nrcpts; i++) {
         struct snd_rcpt *r = &b->rcpts[i];
         if (b->p->dkim_err && !r->reply) { /* never sent unsigned when the domain has keys (snd_dkim.c) */
@@ -355,8 +356,10 @@ void snd_batch_free(struct snd_batch *b)
     if (b->next)
         b->next->prev = b->prev;
     snd->nbatches--;
-    for (int i = 0; i < b->nrcpts; i++)
+    for (int i = 0; i < b->nrcpts; i++) {
+        snd_sign_forget(&b->rcpts[i]);
         free(b->rcpts[i].reply);
+    }
     free(b->rcpts);
     free(b->pool);
     free(b->targets);
@@ -473,6 +476,7 @@ void snd_rcpt_outcome(struct snd_rcpt *r, enum snd_outcome o, const char *reply)
         reply = exp;
     }
     r->outcome = o;
+    snd_sign_forget(r);
     if (o == SND_O_BOUNCED)
         r->reply = lc_strdup(reply);
     else if (o == SND_O_DEFERRED)

@@ -13,7 +13,10 @@
  * A transaction's per-recipient bytes are the envelope and, for list posts, the List-Unsubscribe header lines
  * (snd_post_unsub), written into the command buffer; the message body is a segment pointing at the post's shared
  * buffer (writev), never copied. A notice batch's `from` replaces the VERP envelope sender. When the list's
- * domain has DKIM keys, the copy's DKIM-Signature fields go first in the same buffer (snd_dkim.c).
+ * domain has DKIM keys, the copy's DKIM-Signature fields go first in the same buffer (snd_dkim.c). A copy signed
+ * per recipient by the signing threads (snd_sign.c) may not be signed yet when its recipient is taken: its
+ * transaction waits in state "sign" (the last one on the connection; nothing more is written until it is signed)
+ * and goes on when snd_conn_signed is called; the transactions before it keep going meanwhile.
  * STARTTLS (GnuTLS, snd_tls.c): when the server offers it and the policy of the next recipient (per domain, else
  * sender.tls) is not `none`, the client sends STARTTLS after EHLO, handshakes, logs the TLS version and cipher,
  * and says EHLO again. A refused STARTTLS or a failed handshake is a failed connection setup (next MX, host
@@ -84,7 +87,7 @@ static const char *const xnames[] = {"banner", "EHLO", "HELO", "STARTTLS", "RSET
                                      "end of data", "BDAT", "QUIT"};
 
 /* Send state of a transaction: the next thing to write. */
-enum nx { NX_MAIL, NX_RCPT, NX_DATA, NX_WAIT354, NX_DOT, NX_END };
+enum nx { NX_SIGN, NX_MAIL, NX_RCPT, NX_DATA, NX_WAIT354, NX_DOT, NX_END }; /* NX_SIGN: waits for its signature */
 
 struct txn {
     int used;
@@ -292,8 +295,11 @@ static void conn_release(struct snd_conn *c)
     c->tls_pend = 0;
     while (c->sn)
         seg_pop(c);
-    for (int i = 0; i < c->ntxn; i++)
+    for (int i = 0; i < c->ntxn; i++) {
+        if (c->txn[i]->next == NX_SIGN)
+            snd_sign_unwait(c->txn[i]->r);
         c->txn[i]->used = 0;
+    }
     c->ntxn = 0;
     c->xn = 0;
 }
@@ -413,7 +419,16 @@ static struct txn *txn_new(struct snd_conn *c, struct snd_rcpt *r)
     t->pending = t->mail_ok = t->settled = 0;
     const struct snd_batch *b = r->batch;
     char err[600], reply[700];
-    t->hdrlen = snd_dkim_copy(c->snd, b->p, b->from == NULL, r->sub, t->hdr, sizeof t->hdr, err, sizeof err);
+    if (r->sign != SND_S_NONE) { /* signed by the pool */
+        t->hdrlen = snd_sign_take(r, c, t->hdr, sizeof t->hdr, err, sizeof err);
+        if (t->hdrlen == -2) {
+            t->hdrlen = 0;
+            t->next = NX_SIGN;
+            return t;
+        }
+    } else {
+        t->hdrlen = snd_dkim_copy(c->snd, b->p, b->from == NULL, r->sub, t->hdr, sizeof t->hdr, err, sizeof err);
+    }
     if (t->hdrlen < 0) {
         t->used = 0;
         lc_warn("post=%llu rcpt=<%s>: cannot make the copy's header lines: %s", (unsigned long long)b->post, r->addr,
@@ -434,6 +449,8 @@ static void pump(struct snd_conn *c)
     while (c->st == C_READY && !c->dead) {
         struct txn *t = c->ntxn ? c->txn[c->ntxn - 1] : NULL;
         if (t && t->next <= NX_DATA) {
+            if (t->next == NX_SIGN)
+                break; /* snd_conn_signed goes on */
             if (!c->pipelining && c->xn)
                 break;
             if (t->next == NX_MAIL && c->need_rset) {
@@ -1001,6 +1018,36 @@ void snd_conn_quit(struct snd_conn *c)
     c->st = C_QUIT;
     update_mask(c);
     rearm(c);
+}
+
+void snd_conn_signed(struct snd_conn *c, struct snd_rcpt *r)
+{
+    int i;
+    for (i = 0; i < c->ntxn && !(c->txn[i]->r == r && c->txn[i]->next == NX_SIGN); i++)
+        ;
+    if (c->dead || i == c->ntxn)
+        return;
+    struct txn *t = c->txn[i];
+    char err[600], reply[700];
+    c->in_cb++;
+    t->hdrlen = snd_sign_take(r, c, t->hdr, sizeof t->hdr, err, sizeof err);
+    if (t->hdrlen >= 0) {
+        t->next = NX_MAIL;
+    } else { /* not sent unsigned: deferred, and the transaction (nothing of it was written) goes */
+        t->hdrlen = 0;
+        for (; i + 1 < c->ntxn; i++)
+            c->txn[i] = c->txn[i + 1];
+        c->ntxn--;
+        t->used = 0;
+        lc_warn("post=%llu rcpt=<%s>: cannot make the copy's header lines: %s", (unsigned long long)r->batch->post,
+                r->addr, err);
+        snprintf(reply, sizeof reply, "451 4.7.0 %s", err);
+        snd_rcpt_outcome(r, SND_O_DEFERRED, reply);
+    }
+    pump(c);
+    c->in_cb--;
+    if (c->dead && !c->in_cb)
+        conn_destroy(c);
 }
 
 void snd_conn_free(struct snd_conn *c)

@@ -12,9 +12,12 @@
  * the directory is read (at start and after each change) and with each deferral. The same holds for a post whose
  * header cannot be parsed for signing (over LC_DKIM_MAX_HEADER, malformed fields) when its domain has keys.
  * Signing: the body hash and the hash of the header fields common to all copies are computed once per post
- * (lc_dkim_msg_new). Notices carry no per-recipient header: their fields are signed once per post and reused.
- * List posts carry the per-recipient List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 requires them to be
- * signed), so each copy gets its own signature over a copy of the common hash state.
+ * (lc_dkim_msg_new). Notices carry no per-recipient header, and the posts of a list whose list_unsubscribe setting
+ * is `mailto` carry the same List-Unsubscribe in every copy: their fields are signed once per post and reused.
+ * Other list posts carry the per-recipient List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 requires them to
+ * be signed), so each copy gets its own signature over a copy of the common hash state: in the signing thread
+ * pool (snd_sign.c, through snd_dkim_sign_copy, which is thread-safe), or here in the loop thread when
+ * sender.sign_threads is 0.
  * Copy layout: DKIM-Signature fields, then List-Unsubscribe lines, then the stored message.
  * Limits: SND_DKIM_MAX_KEYS keys per domain; key files up to 64 KB.
  */
@@ -267,10 +270,13 @@ void snd_dkim_post(struct snd *snd, struct snd_post *p)
         lc_warn("post=%llu dkim: %s: its copies are deferred", (unsigned long long)p->id, err);
         return;
     }
-    if (p->notice) { /* nothing per recipient: sign once */
+    if (!snd_dkim_per_copy(p)) { /* nothing per recipient: sign once */
         struct lc_buf *b = snd->dkim->scratch;
+        char unsub[SND_HDR_LINES_MAX];
+        int ul = snd_dkim_unsub(snd, p, 0, unsub, sizeof unsub); /* the common lines (mailto), or none */
         lc_buf_reset(b);
-        if (lc_dkim_sign(p->dkim_msg, s->keys, (size_t)s->n, "", 0, time(NULL), b, err, sizeof err) < 0) {
+        if (lc_dkim_sign(p->dkim_msg, s->keys, (size_t)s->n, unsub, (size_t)ul, time(NULL), b, err, sizeof err) <
+            0) {
             char e[1200];
             snprintf(e, sizeof e, "451 4.7.0 DKIM signing failed: %s", err);
             p->dkim_err = lc_strdup(e);
@@ -281,7 +287,43 @@ void snd_dkim_post(struct snd *snd, struct snd_post *p)
         p->dkim_siglen = lc_buf_len(b);
     }
     lc_info("post=%llu dkim domain=%s signatures=%d (%s) %s", (unsigned long long)p->id, p->domain, s->n, s->desc,
-            p->notice ? "once per post" : "per recipient");
+            !snd_dkim_per_copy(p) ? "once per post" : snd->sign ? "per recipient, in the signing threads"
+                                                                : "per recipient, in the loop thread");
+}
+
+int snd_dkim_per_copy(const struct snd_post *p)
+{
+    return p->dkim_msg && !p->dkim_sig && !p->dkim_err && !p->notice && p->unsub != SND_UNSUB_MAILTO;
+}
+
+int snd_dkim_unsub(struct snd *snd, const struct snd_post *p, uint64_t sub, char *out, size_t outlen)
+{
+    int ul = snd_post_unsub(p, snd->secret, snd->public_url, sub, out, outlen);
+    if (ul < 0) { /* as before DKIM: the copy goes without it (and is signed without it) */
+        lc_warn("post=%llu sub=%llu: List-Unsubscribe header too long: left out", (unsigned long long)p->id,
+                (unsigned long long)sub);
+        ul = 0;
+    }
+    return ul;
+}
+
+int snd_dkim_sign_copy(const struct snd_post *p, const char *unsub, size_t ul, char **out, int *outlen, char *err,
+                       size_t errlen)
+{
+    struct lc_buf *b = lc_buf_new(SND_DKIM_SIG_MAX + SND_HDR_LINES_MAX);
+    int rc = lc_dkim_sign(p->dkim_msg, p->dkim_set->keys, (size_t)p->dkim_set->n, unsub, ul, time(NULL), b, err,
+                          errlen);
+    if (rc == 0 && lc_buf_append(b, unsub, ul) < 0) {
+        snprintf(err, errlen, "DKIM-Signature fields too long");
+        rc = -1;
+    }
+    if (rc == 0) {
+        size_t n = lc_buf_len(b);
+        *out = lc_buf_steal(b, NULL);
+        *outlen = (int)n;
+    }
+    lc_buf_free(b);
+    return rc;
 }
 
 void snd_dkim_post_free(struct snd_post *p)
@@ -305,12 +347,7 @@ int snd_dkim_copy(struct snd *snd, const struct snd_post *p, int with_unsub, uin
         return -1;
     }
     char unsub[SND_HDR_LINES_MAX];
-    int ul = with_unsub ? snd_post_unsub(p, snd->secret, snd->public_url, sub, unsub, sizeof unsub) : 0;
-    if (ul < 0) { /* as before DKIM: the copy goes without it (and is signed without it) */
-        lc_warn("post=%llu sub=%llu: List-Unsubscribe header too long: left out", (unsigned long long)p->id,
-                (unsigned long long)sub);
-        ul = 0;
-    }
+    int ul = with_unsub ? snd_dkim_unsub(snd, p, sub, unsub, sizeof unsub) : 0;
     if (!p->dkim_set) { /* no keys: the unsubscribe lines only (SND_HDR_LINES_MAX < outlen) */
         memcpy(out, unsub, (size_t)ul);
         return ul;

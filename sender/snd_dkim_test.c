@@ -1,5 +1,6 @@
 /* snd_dkim_test: unit tests of common/lc_dkim (relaxed canonicalization against RFC 6376 3.4.5 and edge cases,
- * header selection, per-copy signing, key loading errors) and of the sender's key directory (snd_dkim.c).
+ * header selection, per-copy signing, key loading errors, the GMP RSA signatures against GnuTLS's for the same
+ * keys and digests) and of the sender's key directory (snd_dkim.c).
  *
  * Usage: snd_dkim_test                      run the unit tests (exit 0 if all pass)
  *        snd_dkim_test sign KEY ALG DOMAIN SELECTOR [EXTRA_FILE] < MSG
@@ -12,6 +13,7 @@
 
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +218,78 @@ static void test_keys(const char *tmp)
           "name check");
 }
 
+/* rsa_same: the GMP signature of a few digests equals GnuTLS's for key k (RSASSA-PKCS1-v1_5 is deterministic). */
+static int rsa_same(struct lc_dkim_key *k)
+{
+    char err[256];
+    unsigned char dig[32], a[512], b[512];
+    int same = 1;
+    for (int i = 0; i < 4 && same; i++) {
+        for (int j = 0; j < 32; j++)
+            dig[j] = (unsigned char)(i == 0 ? 0 : i == 1 ? 0xff : (j * 37 + i * 101) & 0xff);
+        unsigned char c[512];
+        long na = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_DEFAULT, a, sizeof a, err, sizeof err);
+        long nb = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_GNUTLS, b, sizeof b, err, sizeof err);
+        long nc = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_GMP, c, sizeof c, err, sizeof err);
+        same = na > 0 && na == nb && na == nc && na == (long)(lc_dkim_key_bits(k) + 7) / 8 &&
+               !memcmp(a, b, (size_t)na) && !memcmp(c, b, (size_t)na);
+        if (!same)
+            fprintf(stderr, "  rsa-%u digest %d: default (%s) %ld octets, GnuTLS %ld, GMP %ld: differ (%s)\n",
+                    lc_dkim_key_bits(k), i, lc_dkim_key_fast(k) ? "IFMA" : "GMP", na, nb, nc, err);
+    }
+    return same;
+}
+
+static void test_rsa_gmp(void)
+{
+    char err[512];
+    struct lc_dkim_key *k = lc_dkim_key_generate(LC_DKIM_RSA, "x.test", "sel", err, sizeof err);
+    CHECK(k && rsa_same(k), "rsa-2048: the signatures (IFMA where the CPU has it, GMP) equal GnuTLS's");
+    fprintf(stderr, "  (rsa-2048 default path on this CPU: %s)\n", k && lc_dkim_key_fast(k) ? "AVX-512 IFMA" : "GMP");
+    for (int i = 0; k && i < 200; i++) { /* more digests through the default path, checked against GnuTLS */
+        unsigned char dig[32], a[512], b[512];
+        for (int j = 0; j < 32; j++)
+            dig[j] = (unsigned char)(i * 7 + j * 13 + (i >> 3));
+        long na = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_DEFAULT, a, sizeof a, err, sizeof err);
+        long nb = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_GNUTLS, b, sizeof b, err, sizeof err);
+        if (na != 256 || nb != 256 || memcmp(a, b, 256)) {
+            CHECK(0, "rsa-2048: 200 more digests agree with GnuTLS");
+            break;
+        }
+        if (i == 199)
+            CHECK(1, "rsa-2048: 200 more digests agree with GnuTLS");
+    }
+    lc_dkim_key_free(k);
+    static const unsigned sizes[] = {1024, 1031, 2047, 3072};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        gnutls_privkey_t pk;
+        gnutls_privkey_init(&pk);
+        if (gnutls_privkey_generate2(pk, GNUTLS_PK_RSA, sizes[i], 0, NULL, 0) == 0) {
+            gnutls_x509_privkey_t x;
+            gnutls_datum_t d;
+            gnutls_privkey_export_x509(pk, &x);
+            gnutls_x509_privkey_export2_pkcs8(x, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN, &d);
+            k = lc_dkim_key_from_pem((const char *)d.data, d.size, LC_DKIM_RSA, "x.test", "s", err, sizeof err);
+            char what[100];
+            snprintf(what, sizeof what, "rsa-%u: the signatures equal GnuTLS's", sizes[i]);
+            CHECK(k && lc_dkim_key_bits(k) == sizes[i] && rsa_same(k), what);
+            lc_dkim_key_free(k);
+            gnutls_free(d.data);
+            gnutls_x509_privkey_deinit(x);
+        } else {
+            fprintf(stderr, "  (GnuTLS does not make %u-bit keys: skipped)\n", sizes[i]);
+        }
+        gnutls_privkey_deinit(pk);
+    }
+    /* Ed25519 still goes through GnuTLS: both paths are the same call */
+    k = lc_dkim_key_generate(LC_DKIM_ED25519, "x.test", "sel", err, sizeof err);
+    unsigned char dig[32] = {1}, a[128], b[128];
+    long na = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_DEFAULT, a, sizeof a, err, sizeof err);
+    long nb = lc_dkim_key_sign_digest(k, dig, LC_DKIM_VIA_GNUTLS, b, sizeof b, err, sizeof err);
+    CHECK(na == 64 && nb == 64 && !memcmp(a, b, 64), "ed25519 signatures (deterministic) agree");
+    lc_dkim_key_free(k);
+}
+
 static char *read_all(FILE *f, size_t *len)
 {
     size_t cap = 1 << 16, n = 0;
@@ -343,6 +417,7 @@ int main(int argc, char **argv)
     test_canon();
     test_msg();
     test_keys(tmp);
+    test_rsa_gmp();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0)

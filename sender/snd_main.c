@@ -3,7 +3,8 @@
  * Usage: listcast-sender [--config FILE] [--set key=value]... [-v]. A usage or configuration error prints
  * "listcast-sender: <reason>" and exits 2; a missing secret exits 1. SIGTERM or SIGINT stops taking batches and
  * closes every connection (QUIT where idle); batches not yet acknowledged stay pending in the stream and are
- * re-read by the next start (or claimed by a peer). Exit status 0 then.
+ * re-read by the next start (or claimed by a peer). Exit status 0 then. sender.sign_threads: -1 (default) starts one
+ * signing thread per online CPU (snd_sign.c), 0 none (per-recipient DKIM signatures are made in the loop thread).
  */
 #include "snd.h"
 
@@ -62,16 +63,25 @@ int main(int argc, char **argv)
         return 1;
     }
     snd.dkim = snd_dkim_new(lc_cfg_str(cfg, "state.dir"));
+    long nsign = lc_cfg_int(cfg, "sender.sign_threads");
+    if (nsign < 0) { /* the default: one per online CPU */
+        nsign = sysconf(_SC_NPROCESSORS_ONLN);
+        nsign = nsign < 1 ? 1 : nsign > SND_SIGN_MAX_THREADS ? SND_SIGN_MAX_THREADS : nsign;
+    }
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     snd.loop = lc_loop_new();
     lc_loop_signals(snd.loop);
+    if (nsign > 0 && !(snd.sign = snd_sign_new(&snd, (int)nsign, err, sizeof err))) {
+        fprintf(stderr, "%s: %s\n", SND_PROG, err);
+        return 1;
+    }
 
     snd_queue_new(&snd, lc_cfg_str(cfg, "redis.url"));
     lc_info("started node=%s concurrency=%d per_mx=%d mx_port=%d relay=%s fallback=%s tls=%s batches_in_memory=%d "
-            "retry=%d..%ds lifetime=%ds",
+            "retry=%d..%ds lifetime=%ds sign_threads=%d",
             snd.node, snd.concurrency, snd.per_mx, snd.mx_port, *snd.relay ? snd.relay : "none",
             *snd.fallback ? snd.fallback : "none", snd_tls_policy_name(snd.tls), snd.max_batches, snd.retry_min,
-            snd.retry_max, snd.max_lifetime);
+            snd.retry_max, snd.max_lifetime, snd_sign_threads(snd.sign));
     lc_loop_run(snd.loop);
 
     lc_info("stopping: %d batches in memory stay pending, %d connections closed", snd.nbatches, snd.nconns);
@@ -80,6 +90,8 @@ int main(int argc, char **argv)
     snd_queue_free(snd.q);
     while (snd.batches)
         snd_batch_free(snd.batches);
+    snd_sign_free(snd.sign); /* joins the signing threads; their jobs hold post references */
+    snd.sign = NULL;
     snd_post_free_all(&snd);
     snd_tls_ctx_free(snd.tlsctx);
     snd_dkim_free(snd.dkim);

@@ -8,7 +8,9 @@
  * Two forms are kept: the dot-stuffed body ending in ".\r\n" (DATA) and the plain CRLF message (BDAT, RFC 3030).
  * The only per-recipient bytes are the envelope and, for list posts (not notices), the List-Unsubscribe and
  * List-Unsubscribe-Post header lines (RFC 2369, RFC 8058) that snd_post_unsub writes into the connection's
- * command buffer ahead of the shared body.
+ * command buffer ahead of the shared body. A list whose list_unsubscribe setting is `mailto` gets the same
+ * "List-Unsubscribe: <mailto:LOCAL-unsubscribe@DOMAIN>" in every copy instead (no List-Unsubscribe-Post: without
+ * a per-subscriber URL there is no one-click), so its copies can share one DKIM signature.
  * Limits: the cache holds at most one entry per batch in memory (sender.concurrency*2), so a linear list is
  * enough; the body is at most twice the stored message plus 5 octets.
  */
@@ -152,6 +154,10 @@ int snd_post_unsub(const struct snd_post *p, const struct lc_secret *secret, con
     char tok[LC_TOKEN_MAX];
     if (p->notice)
         return 0;
+    if (p->unsub == SND_UNSUB_MAILTO) { /* the same for every copy: no token, no one-click (the list's setting) */
+        int n = snprintf(out, outlen, "List-Unsubscribe: <mailto:%s-unsubscribe@%s>\r\n", p->local, p->domain);
+        return n < 0 || (size_t)n >= outlen ? -1 : n;
+    }
     if (lc_token_make(secret, LC_TOK_ONECLICK, sub, 0, tok, sizeof tok) < 0)
         return -1;
     int n = snprintf(out, outlen,

@@ -6,7 +6,8 @@
  * none) and ">" after. n is at most 16 and never more than the free batch slots (sender.concurrency*2 batches
  * in memory); with no free slot it stops reading until a batch is committed. An entry already in memory (a
  * re-read after a reconnect) is skipped.
- * Write connection: post loads (GET lc:msg:ID, HGET lc:post:ID list), batch commits, and every
+ * Write connection: post loads (GET lc:msg:ID, HMGET lc:post:ID list created kind, then for list posts HGET
+ * lc:list:LIST list_unsubscribe), batch commits, and every
  * claim_ms/2 (sender.claim_idle) a heartbeat (XCLAIM ... 0 ID... JUSTID on the batches in memory, so that live work never
  * looks idle to a peer) then XAUTOCLAIM of entries idle over claim_ms (crashed peers).
  * Commit, one MULTI/EXEC per batch: HINCRBY lc:post:ID delivered/deferred/bounced, HINCRBY lc:postdom:ID
@@ -338,6 +339,9 @@ static void on_msg(redisAsyncContext *ac, void *r, void *pd)
     }
 }
 
+static void on_listset(redisAsyncContext *ac, void *r, void *pd);
+static void post_loaded(struct snd_post *p);
+
 static void on_list(redisAsyncContext *ac, void *r, void *pd)
 {
     struct snd_post *p = pd;
@@ -362,13 +366,52 @@ static void on_list(redisAsyncContext *ac, void *r, void *pd)
     }
     if (p->state == SND_P_LOADING) {
         if (list && list->type == REDIS_REPLY_STRING && snd_post_set_list(p, list->str, list->len) == 0) {
+            char lk[LC_KEY_MAX];
+            if (!p->notice && lc_key_list(lk, sizeof lk, list->str) >= 0) { /* a list post: its setting first */
+                if (cmd(ac, on_listset, p, 3, "HGET", lk, "list_unsubscribe") == 0)
+                    return; /* on_listset goes on, with the reference */
+                p->state = SND_P_NEW; /* the connection is going away; loaded again once it is back */
+                snd_post_unref(p);
+                return;
+            }
             p->state = SND_P_READY;
-            lc_info("post=%llu loaded size=%zu domain=%s%s", (unsigned long long)p->id, p->msglen, p->domain,
-                    p->notice ? " kind=notice" : "");
-            snd_dkim_post(p->snd, p);
         } else {
             p->state = SND_P_MISSING;
         }
+    }
+    post_loaded(p);
+}
+
+/* on_listset takes a list post's list_unsubscribe setting (lc:list:LIST): personal (absent) or mailto. */
+static void on_listset(redisAsyncContext *ac, void *r, void *pd)
+{
+    struct snd_post *p = pd;
+    redisReply *reply = r;
+    if (p->snd->stopping || p->state != SND_P_LOADING) {
+        snd_post_unref(p);
+        return;
+    }
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        if (reply)
+            lc_warn("post=%llu: HGET list_unsubscribe: %s", (unsigned long long)p->id, reply->str);
+        p->state = SND_P_NEW;
+        snd_post_unref(p);
+        return;
+    }
+    p->unsub = reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, "mailto") ? SND_UNSUB_MAILTO
+                                                                                 : SND_UNSUB_PERSONAL;
+    p->state = SND_P_READY;
+    post_loaded(p);
+}
+
+/* post_loaded ends a load (READY or MISSING): log, signing state, the batches that waited for the post start;
+ * drops the load's reference. */
+static void post_loaded(struct snd_post *p)
+{
+    if (p->state == SND_P_READY) {
+        lc_info("post=%llu loaded size=%zu domain=%s%s%s", (unsigned long long)p->id, p->msglen, p->domain,
+                p->notice ? " kind=notice" : "", p->unsub == SND_UNSUB_MAILTO ? " list_unsubscribe=mailto" : "");
+        snd_dkim_post(p->snd, p);
     }
     if (p->state == SND_P_MISSING)
         lc_warn("post=%llu: message or list missing in Redis", (unsigned long long)p->id);

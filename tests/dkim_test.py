@@ -12,8 +12,14 @@ maildir, runs `listcast up` against them, then:
   - a notice (the reply to a help request) is signed with both keys and verifies;
   - an unusable key (garbage in SEL.rsa.key) defers the next post's copies (never sent unsigned); once the bad
     file is removed, the retries deliver them, signed and valid;
+  - a list whose list_unsubscribe setting is `mailto` (`listcast list set --list-unsubscribe mailto`) gets one
+    common List-Unsubscribe <mailto:LIST-unsubscribe@DOMAIN> and no List-Unsubscribe-Post: its post is signed once
+    (every copy carries the same signatures, and the sender logs "once per post") and dkimpy verifies each copy;
   - a signing tool run (snd_dkim_test sign) on awkward headers (folded, duplicated, a List-Unsubscribe already in
-    the message) verifies too.
+    the message) verifies too;
+  - the per-recipient signatures are made by the signing threads (the appliance runs with sender.sign_threads=2,
+    and the sender says so), and again, after a restart with sender.sign_threads=0, in the sender's loop thread:
+    both verify.
 """
 import json
 import os
@@ -107,7 +113,7 @@ def run(t, procs):
            "--set", f"dns.servers=127.0.0.1:{dns_port}", "--set", f"sender.mx_port={mx_port}",
            "--set", f"smtp.listen=127.0.0.1:{smtp_port}", "--set", f"http.listen=127.0.0.1:{http_port}",
            "--set", "smtp.hostname=listcast.test", "--set", "sender.retry_min=1", "--set", "sender.retry_max=2"]
-    up = procs.start("listcast", [LISTCAST, "up", *cfg])
+    up = procs.start("listcast", [LISTCAST, "up", *cfg, "--set", "sender.sign_threads=2"])
 
     def banner():
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as s:
@@ -135,13 +141,13 @@ def run(t, procs):
             return out if len(out) >= n else None
         return wait_for(f"{n} copies of '{subject}'", got, timeout)
 
-    def post(subject, extra=""):
-        msg = (f"From: Poster <poster@example.test>\r\nTo: {LIST}\r\nSubject: {subject}\r\n"
+    def post(subject, extra="", to=LIST):
+        msg = (f"From: Poster <poster@example.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
                f"Message-ID: <{subject.replace(' ', '-')}@example.test>\r\n{extra}\r\n"
                + "A body line,   with  spaces\t and a tab.  \r\n" * 20 + "\r\n\r\n")
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as s:
             s.ehlo("poster.test")
-            s.sendmail("poster@example.test", [LIST], msg.encode())
+            s.sendmail("poster@example.test", [to], msg.encode())
 
     # 1. no key yet: unsigned
     post("unsigned one")
@@ -256,6 +262,38 @@ def run(t, procs):
     t.check(all(r == (2, 2, ["ed25519-sha256", "rsa-sha256"]) for r in res),
             f"a key replaced in place signs the next post (verified against its new record) {res}")
 
+    log = procs.log("listcast")
+    t.check("sign_threads=2" in log and "per recipient, in the signing threads" in log,
+            "per-recipient signatures were made by the 2 signing threads")
+
+    # 4c. list_unsubscribe = mailto: one List-Unsubscribe for every copy, the post signed once
+    once = "once@lists.test"
+    r = cli(cfg, "list", "create", once, "--policy", "open", "--owner", "owner@d01.test")
+    t.check(r.returncode == 0, f"list create {once} ({r.stderr.strip()})")
+    r = cli(cfg, "list", "set", once, "--list-unsubscribe", "mailto", "--json")
+    t.check(r.returncode == 0 and json.loads(r.stdout).get("list_unsubscribe") == "mailto",
+            f"list set --list-unsubscribe mailto ({r.stdout.strip()} {r.stderr.strip()})")
+    r = cli(cfg, "list", "set", once, "--list-unsubscribe", "sometimes")
+    t.check(r.returncode == 2, f"an unknown List-Unsubscribe mode is a usage error (rc={r.returncode})")
+    r = cli(cfg, "sub", "add", once, *SUBS)
+    t.check(r.returncode == 0, f"sub add {once} ({r.stderr.strip()})")
+    post("signed once five", to=once)
+    got = copies_of("signed once five", len(SUBS))
+    res = [verify_all(m) for _, m in got]
+    t.check(all(r == (2, 2, ["ed25519-sha256", "rsa-sha256"]) for r in res),
+            f"mailto list: every copy's two signatures verify {res}")
+    lus = {header(m, "List-Unsubscribe") for _, m in got}
+    t.check(lus == {"<mailto:once-unsubscribe@lists.test>"}, f"mailto list: one common List-Unsubscribe {lus}")
+    t.check(all(header(m, "List-Unsubscribe-Post") is None for _, m in got), "mailto list: no List-Unsubscribe-Post")
+    sigsets = {tuple(s["b"] for s in sig_fields(m)) for _, m in got}
+    t.check(len(sigsets) == 1, f"mailto list: every copy carries the same signatures (signed once): {len(sigsets)}")
+    t.check(all("list-unsubscribe" in s["h"].lower().split(":") for _, m in got for s in sig_fields(m)),
+            "mailto list: h= covers the common List-Unsubscribe")
+    log = procs.log("listcast")
+    t.check(re.search(r"post=\d+ loaded .*list_unsubscribe=mailto", log) and
+            re.search(r"dkim domain=lists.test signatures=2 \([^)]*\) once per post", log),
+            "the sender loaded the mailto setting and signed the post once")
+
     # 5. awkward headers through the signing tool (same library), verified by dkimpy
     if os.path.exists(SIGN_TOOL):
         key = os.path.join(state, "dkim", "lists.test", "e1.ed25519.key")
@@ -283,6 +321,21 @@ def run(t, procs):
 
     procs.stop(up, signal.SIGTERM, 20)
     t.check(up.returncode == 0, f"listcast up stops cleanly (rc={up.returncode})")
+
+    # 6. sender.sign_threads=0: per-recipient signatures in the loop thread, same result
+    up = procs.start("listcast0", [LISTCAST, "up", *cfg, "--set", "sender.sign_threads=0"])
+    wait_for("listd banner (sign_threads=0)", banner, 30)
+    post("loop signed six")
+    got = copies_of("loop signed six", len(SUBS))
+    res = [verify_all(m) for _, m in got]
+    t.check(all(r == (2, 2, ["ed25519-sha256", "rsa-sha256"]) for r in res),
+            f"sign_threads=0: every copy has two signatures that verify {res}")
+    t.check(len({header(m, "List-Unsubscribe") for _, m in got}) == len(SUBS), "sign_threads=0: personal headers")
+    log0 = procs.log("listcast0")
+    t.check("sign_threads=0" in log0 and "per recipient, in the loop thread" in log0,
+            "with sender.sign_threads=0 the sender signs in its loop thread")
+    procs.stop(up, signal.SIGTERM, 20)
+    t.check(up.returncode == 0, f"listcast up (sign_threads=0) stops cleanly (rc={up.returncode})")
     bad = lctest.sanitizer_reports(procs)
     t.check(not bad, f"no sanitizer reports {bad}")
 
