@@ -33,10 +33,20 @@
  * complaints), so a pause takes effect for the very next post with no extra daemon or timer; notices are never
  * paused (confirmations and help replies still go out).
  *
- * Limits and known gaps: a transaction holds at most CHUNK_CMDS commands; a post needing several (over about
- * 100,000 recipients at the default batch size) that crashes between them is expanded again from the start,
- * so the batches of the first transactions are queued twice (at-least-once). Addresses failing lc_addr_norm
- * and bad subscriber ids are skipped with a warning.
+ * Resuming (exactly once): a transaction holds at most CHUNK_CMDS commands, so a post of over about 100,000
+ * recipients (at the default batch size) takes several. Each of them also records, in lc:postprog:ID, how far
+ * the writing got: the domains whose recipients are all queued (value "*") and, for the domain being written,
+ * its last queued address (recipients are written in address order within a domain). An expander that
+ * resumes the post after a crash (its own restart, or another's XAUTOCLAIM) takes the fencing token first,
+ * then reads that hash and skips what it names, so no recipient is queued twice; the last transaction
+ * deletes it. A subscriber added between the crash and the resumption to a domain already written does not
+ * get the post (it was not a subscriber when the post was accepted). Addresses failing lc_addr_norm and bad
+ * subscriber ids are skipped with a warning.
+ *
+ * Fault injection (tests only): LC_EXP_CHUNK_CMDS makes transactions smaller (10 to 100000 commands), and when
+ * the file named by LC_EXP_CRASH_FILE exists, the expander deletes it and exits (status 70) right after the
+ * next transaction that is not the post's last: a crash between two transactions, which kill -9 cannot hit
+ * on purpose (tests/crash_test.py).
  */
 #include "exp.h"
 
@@ -54,7 +64,8 @@
 #include "lc_schema.h"
 
 #define SCAN_COUNT "10000"
-#define CHUNK_CMDS 1000          /* commands per MULTI/EXEC */
+#define CHUNK_CMDS 1000          /* commands per MULTI/EXEC (LC_EXP_CHUNK_CMDS in tests) */
+#define PROG_TTL "604800"        /* seconds lc:postprog:ID outlives its last write (7 days) */
 #define CHUNK_BYTES (8u << 20)   /* bytes per MULTI/EXEC */
 #define TOUCH_MS 20000           /* XCLAIM our entry this often while working (XAUTOCLAIM takes 60 s idle) */
 #define WARN_MAX 10              /* warnings about bad subscriber entries per post */
@@ -87,7 +98,19 @@ struct post {
     size_t queued, bytes;
     char fkey[LC_KEY_MAX];          /* lc:postexp:ID: the fencing token's key */
     char owner[128];                /* our fencing token, set on the first transaction */
+    /* progress (see "Resuming" above): the recipients are written in the order of seq (domain indices), each
+     * domain from its first unskipped recipient; cur_k/cur_n: every domain seq[< cur_k] is queued and cur_n
+     * recipients of seq[cur_k]; com_k: cur_k when the last transaction was committed (seq[com_k..cur_k] may
+     * need a progress mark in the open one) */
+    char pkey[LC_KEY_MAX];          /* lc:postprog:ID */
+    uint32_t *skip;                 /* per domain: leading recipients queued by an earlier expansion */
+    int resumed;                    /* lc:postprog:ID held something: an earlier expansion queued batches */
+    const size_t *seq;
+    size_t nseq, cur_k, cur_n, com_k;
 };
+
+static size_t chunk_cmds = CHUNK_CMDS;
+static const char *crash_file; /* LC_EXP_CRASH_FILE */
 
 /* fail classifies a failed command on the write connection. */
 static int fail(struct post *p, const char *what)
@@ -436,16 +459,26 @@ static int scan(struct post *p)
  * token, so an expander presumed dead (its entry claimed by another) writes nothing more. The post hash itself
  * is not watched: the sender updates its counters while later batches are still being written. A post already
  * `sending` or `done` was finished by someone else: acknowledge. */
+/* fence_take writes our fencing token (once per post): an expander that held the post before can commit nothing
+ * after this. */
+static int fence_take(struct post *p)
+{
+    if (p->owner[0])
+        return PR_OK;
+    snprintf(p->owner, sizeof p->owner, "%s:%ld:%lld", p->e->node, (long)getpid(), (long long)exp_now_ms());
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "SET %s %s EX 86400", p->fkey, p->owner);
+    if (!r)
+        return fail(p, "SET fence");
+    freeReplyObject(r);
+    return PR_OK;
+}
+
 static int begin(struct post *p)
 {
     redisReply *r;
-    if (!p->owner[0]) {
-        snprintf(p->owner, sizeof p->owner, "%s:%ld:%lld", p->e->node, (long)getpid(), (long long)exp_now_ms());
-        r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "SET %s %s EX 86400", p->fkey, p->owner);
-        if (!r)
-            return fail(p, "SET fence");
-        freeReplyObject(r);
-    }
+    int rc0 = fence_take(p);
+    if (rc0 != PR_OK)
+        return rc0;
     r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "WATCH %s", p->fkey);
     if (!r)
         return fail(p, "WATCH");
@@ -480,6 +513,102 @@ static int begin(struct post *p)
     redisAppendCommand(p->e->wr, "MULTI");
     p->in_multi = 1;
     p->queued = p->bytes = 0;
+    return PR_OK;
+}
+
+static int add(struct post *p, int argc, const char **argv, const size_t *lens);
+
+/* prog_emit queues, in the open transaction, the progress marks of the recipients queued since the last
+ * commit: "*" for the domains seq[com_k..cur_k) and the last queued address of seq[cur_k] (or "*" when all of
+ * it is queued). */
+static int prog_emit(struct post *p)
+{
+    if (!p->seq || !p->in_multi || (p->com_k == p->cur_k && p->cur_n == 0) || p->com_k >= p->nseq)
+        return PR_OK;
+    struct exp_rcpts *s = p->e->rcpts;
+    size_t end = p->cur_k < p->nseq ? p->cur_k : p->nseq - 1, m = end - p->com_k + 1;
+    const char **argv = lc_malloc((2 + 2 * m) * sizeof *argv);
+    size_t *lens = lc_malloc((2 + 2 * m) * sizeof *lens), n = 0;
+    argv[n++] = "HSET", argv[n++] = p->pkey;
+    for (size_t k = p->com_k; k <= end; k++) {
+        const struct exp_domain *dom = exp_rcpts_domain(s, p->seq[k]);
+        const char *v = "*";
+        if (k == p->cur_k) {
+            if (p->cur_n == 0)
+                break; /* nothing of it queued yet */
+            if (p->cur_n < dom->count)
+                v = exp_rcpts_get(s, dom->first + p->cur_n - 1)->addr;
+        }
+        argv[n++] = dom->name, argv[n++] = v;
+    }
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    int rc = n > 2 ? add(p, (int)n, argv, lens) : PR_OK;
+    free(argv);
+    free(lens);
+    if (rc != PR_OK)
+        return rc;
+    const char *ex[3] = {"EXPIRE", p->pkey, PROG_TTL};
+    size_t exl[3] = {6, strlen(p->pkey), strlen(PROG_TTL)};
+    if (n > 2 && (rc = add(p, 3, ex, exl)) != PR_OK)
+        return rc;
+    p->com_k = p->cur_k;
+    return PR_OK;
+}
+
+/* prog_at notes that every recipient before position (k, n) of seq is queued in the open transaction. */
+static void prog_at(struct post *p, size_t k, size_t n)
+{
+    p->cur_k = k, p->cur_n = n;
+}
+
+/* prog_seq starts a new writing order (after the progress of the previous one went into the transaction). */
+static int prog_seq(struct post *p, const size_t *seq, size_t nseq)
+{
+    int rc = prog_emit(p);
+    p->seq = seq, p->nseq = nseq, p->cur_k = p->com_k = 0, p->cur_n = 0;
+    return rc;
+}
+
+/* prog_load reads what an earlier expansion of this post queued (lc:postprog:ID) into p->skip. Called after our
+ * fencing token is written, so an expander that lost the post cannot commit more after this read. */
+static int prog_load(struct post *p)
+{
+    struct exp_rcpts *s = p->e->rcpts;
+    size_t ndom = exp_rcpts_ndomains(s);
+    p->skip = lc_calloc(ndom ? ndom : 1, sizeof *p->skip);
+    redisReply *r = lc_redis_cmd(p->e->wr, p->err, sizeof p->err, "HGETALL %s", p->pkey);
+    if (!r)
+        return fail(p, "HGETALL progress");
+    size_t marks = 0, skipped = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        p->resumed = 1;
+        marks++;
+        size_t lo = 0, hi = ndom; /* the domains are in name order (exp_rcpt.c) */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (strcmp(exp_rcpts_domain(s, mid)->name, f->str) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == ndom || strcmp(exp_rcpts_domain(s, lo)->name, f->str))
+            continue; /* no subscriber of that domain any more */
+        const struct exp_domain *dom = exp_rcpts_domain(s, lo);
+        uint32_t n = dom->count;
+        if (strcmp(v->str, "*")) /* the recipients up to and including that address */
+            for (n = 0; n < dom->count && strcmp(exp_rcpts_get(s, dom->first + n)->addr, v->str) <= 0; n++)
+                ;
+        p->skip[lo] = n;
+        skipped += n;
+    }
+    freeReplyObject(r);
+    if (p->resumed)
+        lc_info("post=%s resumed: %zu recipients over %zu domains were queued by an earlier expansion: skipped",
+                p->ids, skipped, marks);
     return PR_OK;
 }
 
@@ -538,13 +667,21 @@ static int add(struct post *p, int argc, const char **argv, const size_t *lens)
  * fencing token changed: another expander took the post over) we stop and leave the entry to it. */
 static int flush(struct post *p, int force)
 {
-    if (!p->in_multi || (!force && p->queued < CHUNK_CMDS && p->bytes < CHUNK_BYTES))
+    if (!p->in_multi || (!force && p->queued < chunk_cmds && p->bytes < CHUNK_BYTES))
         return PR_OK;
-    int rc = commit(p);
+    int rc = force ? PR_OK : prog_emit(p); /* the last transaction deletes the progress instead */
+    if (rc != PR_OK)
+        return rc;
+    rc = commit(p);
     if (rc == PR_WATCH) {
         snprintf(p->err, sizeof p->err, "another expander took post %s over during the transaction", p->ids);
         rc = PR_DATA;
         lc_warn("post=%s: %s, left pending", p->ids, p->err);
+    }
+    if (rc == PR_OK && !force && crash_file && unlink(crash_file) == 0) {
+        lc_warn("post=%s fault injection (LC_EXP_CRASH_FILE): exiting after a transaction that is not the last",
+                p->ids);
+        _exit(70);
     }
     return rc;
 }
@@ -630,13 +767,13 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
 {
     struct exp_rcpts *s = p->e->rcpts;
     struct lc_buf *b = lc_buf_new((size_t)p->e->batch_size * (LC_ADDR_MAX + 24) + 64);
-    int rc = PR_OK;
+    int rc = prog_seq(p, order, nok);
     size_t inbatch = 0;
     for (size_t k = 0; k < nok && rc == PR_OK; k++) {
         size_t di = order[k];
         const char *hosts = pl->routes[di].hosts;
         const struct exp_domain *dom = exp_rcpts_domain(s, di);
-        for (uint32_t j = 0; j < dom->count && rc == PR_OK; j++) {
+        for (uint32_t j = p->skip[di]; j < dom->count && rc == PR_OK; j++) {
             const struct exp_rcpt *r = exp_rcpts_get(s, dom->first + j);
             char line[24 + LC_ADDR_MAX + 2], *q = line + 24;
             uint64_t v = r->subid;
@@ -650,6 +787,7 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
             if (lc_buf_append(b, q, nlen + alen + 2) < 0)
                 lc_panic("post=%s batch buffer too small", p->ids);
             if (++inbatch == (size_t)p->e->batch_size) {
+                prog_at(p, k, j + 1); /* the batch takes everything up to here */
                 rc = write_batch(p, hosts, b);
                 t->batches++;
                 inbatch = 0;
@@ -657,11 +795,14 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
         }
         /* a group ends where the next domain's hosts differ */
         if (rc == PR_OK && inbatch > 0 && (k + 1 == nok || strcmp(hosts, pl->routes[order[k + 1]].hosts))) {
+            prog_at(p, k + 1, 0);
             rc = write_batch(p, hosts, b);
             t->batches++;
             inbatch = 0;
         }
     }
+    if (rc == PR_OK && inbatch == 0)
+        prog_at(p, nok, 0); /* (a domain skipped whole at the end leaves nothing in the buffer) */
     lc_buf_free(b);
     return rc;
 }
@@ -671,7 +812,13 @@ static int write_batches(struct post *p, const struct plan *pl, const size_t *or
 static int write_failed(struct post *p, const struct plan *pl, size_t ndom, struct totals *t)
 {
     struct exp_rcpts *s = p->e->rcpts;
-    for (size_t di = 0; di < ndom; di++) {
+    size_t *fails = lc_malloc((ndom ? ndom : 1) * sizeof *fails), nf = 0;
+    for (size_t di = 0; di < ndom; di++)
+        if (pl->routes[di].status != EXP_ROUTE_OK && pl->routes[di].status != EXP_ROUTE_TEMP)
+            fails[nf++] = di;
+    /* (without failed domains the batches' marks need not be written: the last transaction is next) */
+    int rc = nf ? prog_seq(p, fails, nf) : PR_OK;
+    for (size_t di = 0, k = 0; di < ndom && rc == PR_OK; di++) {
         enum exp_route_status st = pl->routes[di].status;
         const struct exp_domain *dom = exp_rcpts_domain(s, di);
         if (st == EXP_ROUTE_OK)
@@ -683,19 +830,23 @@ static int write_failed(struct post *p, const struct plan *pl, size_t ndom, stru
             t->deferred += dom->count;
             continue;
         }
+        t->bounced += dom->count; /* the post's count is written by the last transaction, so all of them */
+        uint32_t from = p->skip[di];
+        size_t kk = k++;
+        prog_at(p, kk, from);
+        if (from == dom->count)
+            continue; /* an earlier expansion queued them all */
         char field[300];
         snprintf(field, sizeof field, "%s:bounced", dom->name);
         char num[24];
         snprintf(num, sizeof num, "%" PRIu32, dom->count);
         const char *hv[4] = {"HINCRBY", p->domkey, field, num};
         size_t hl[4] = {7, strlen(p->domkey), strlen(field), strlen(num)};
-        int rc = add(p, 4, hv, hl);
-        if (rc != PR_OK)
-            return rc;
+        if (from == 0 && (rc = add(p, 4, hv, hl)) != PR_OK) /* with the first bounce: one transaction */
+            break;
         const char *reply = bounce_reply[st];
-        lc_info("post=%s domain=%s bounced=%" PRIu32 " reply=%s", p->ids, dom->name, dom->count, reply);
-        t->bounced += dom->count;
-        for (uint32_t j = 0; j < dom->count; j++) {
+        lc_info("post=%s domain=%s bounced=%" PRIu32 " reply=%s", p->ids, dom->name, dom->count - from, reply);
+        for (uint32_t j = from; j < dom->count; j++) {
             const struct exp_rcpt *r = exp_rcpts_get(s, dom->first + j);
             char sub[24];
             snprintf(sub, sizeof sub, "%" PRIu64, r->subid);
@@ -704,11 +855,18 @@ static int write_failed(struct post *p, const struct plan *pl, size_t ndom, stru
             size_t lens[13];
             for (int i = 0; i < 13; i++)
                 lens[i] = strlen(argv[i]);
-            if ((rc = add(p, 13, argv, lens)) != PR_OK || (rc = flush(p, 0)) != PR_OK)
-                return rc;
+            if ((rc = add(p, 13, argv, lens)) != PR_OK)
+                break;
+            prog_at(p, kk, j + 1);
+            if ((rc = flush(p, 0)) != PR_OK)
+                break;
         }
     }
-    return PR_OK;
+    if (rc == PR_OK)
+        prog_at(p, nf, 0);
+    p->seq = NULL; /* fails is freed: the last transaction deletes the progress instead of adding to it */
+    free(fails);
+    return rc;
 }
 
 /* write_final queues the post's new state and the acknowledgement, and commits. */
@@ -717,7 +875,9 @@ static int write_final(struct post *p, const struct totals *t)
     char n[24], b[24];
     snprintf(n, sizeof n, "%zu", t->rcpts);
     snprintf(b, sizeof b, "%zu", t->bounced);
-    const char *state = t->batches == 0 ? LC_PS_DONE : LC_PS_SENDING; /* no-route batches count as batches */
+    /* no-route batches count as batches; so do those an earlier expansion queued (LC_LUA_POST_DONE below ends
+     * the post if the sender finished them all) */
+    const char *state = t->batches == 0 && !p->resumed ? LC_PS_DONE : LC_PS_SENDING;
     const char *hset[6] = {"HSET", p->key, "recipients", n, "state", state};
     const char *hb[4] = {"HINCRBY", p->key, "bounced", b};
     const char *xack[4] = {"XACK", LC_S_POSTS, LC_G_POSTS, p->entry};
@@ -741,9 +901,9 @@ static int write_final(struct post *p, const struct totals *t)
         l4[i] = strlen(xack[i]);
     if ((rc = add(p, 4, xack, l4)) != PR_OK)
         return rc;
-    const char *del[2] = {"DEL", p->fkey};
-    size_t l2[2] = {3, strlen(p->fkey)};
-    if ((rc = add(p, 2, del, l2)) != PR_OK)
+    const char *del[3] = {"DEL", p->fkey, p->pkey};
+    size_t l3[3] = {3, strlen(p->fkey), strlen(p->pkey)};
+    if ((rc = add(p, 3, del, l3)) != PR_OK)
         return rc;
     return flush(p, 1);
 }
@@ -785,6 +945,8 @@ static int route_and_write(struct post *p, struct totals *t)
             order[nok++] = i;
     }
     int64_t tw = exp_now_ms();
+    if (rc == PR_OK && (rc = fence_take(p)) == PR_OK)
+        rc = prog_load(p);
     if (rc == PR_OK) {
         qsort_r(order, nok, sizeof *order, cmp_group, &pl);
         t->mx_hosts = count_hosts(routes, order, nok);
@@ -821,6 +983,18 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
     lc_key_post(p->key, sizeof p->key, p->id);
     lc_key_postdom(p->domkey, sizeof p->domkey, p->id);
     lc_key_postexp(p->fkey, sizeof p->fkey, p->id);
+    lc_key_postprog(p->pkey, sizeof p->pkey, p->id);
+    static int env_read;
+    if (!env_read) { /* fault injection, tests only (see the top comment) */
+        env_read = 1;
+        const char *v = getenv("LC_EXP_CHUNK_CMDS");
+        long n = v ? strtol(v, NULL, 10) : 0;
+        if (n >= 10 && n <= 100000)
+            chunk_cmds = (size_t)n;
+        crash_file = getenv("LC_EXP_CRASH_FILE");
+        if (crash_file && !*crash_file)
+            crash_file = NULL;
+    }
     exp_rcpts_reset(e->rcpts);
     struct totals t = {0};
     rc = load(p);
@@ -850,6 +1024,7 @@ int exp_post_run(struct exp *e, const char *entry_id, const char *post_field, si
     if (p->dups)
         lc_debug("post=%s %zu duplicate subscriber entries dropped", p->ids, p->dups);
     exp_rcpts_reset(e->rcpts);
+    free(p->skip);
     free(p);
     switch (rc) {
     case PR_CONN:

@@ -104,6 +104,11 @@ int lc_key_postexp(char *out, size_t outlen, uint64_t post)
     return fit(snprintf(out, outlen, "lc:postexp:%" PRIu64, post), outlen);
 }
 
+int lc_key_postprog(char *out, size_t outlen, uint64_t post)
+{
+    return fit(snprintf(out, outlen, "lc:postprog:%" PRIu64, post), outlen);
+}
+
 int lc_key_postdefer(char *out, size_t outlen, uint64_t post)
 {
     return fit(snprintf(out, outlen, "lc:postdefer:%" PRIu64, post), outlen);

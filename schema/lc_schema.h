@@ -302,6 +302,7 @@ int lc_key_posts(char *out, size_t outlen, const char *list);                /* 
 int lc_key_postdom(char *out, size_t outlen, uint64_t post);                  /* lc:postdom:ID (HASH) */
 int lc_key_postbnc(char *out, size_t outlen, uint64_t post);                  /* lc:postbnc:ID (SET) */
 int lc_key_postexp(char *out, size_t outlen, uint64_t post);                  /* lc:postexp:ID (STRING) */
+int lc_key_postprog(char *out, size_t outlen, uint64_t post);                 /* lc:postprog:ID (HASH) */
 int lc_key_postdefer(char *out, size_t outlen, uint64_t post);                /* lc:postdefer:ID (HASH, TTL) */
 /* bounce: per-list bounce report counters, KIND is "reason", "domain" or "post" (HASH name -> count). */
 int lc_key_bncstat(char *out, size_t outlen, const char *kind, const char *list); /* lc:bncstat:KIND:LIST */

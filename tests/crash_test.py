@@ -15,8 +15,13 @@ loopback, free ports, one temporary dir. A list of 3,000 subscribers, sender.bat
      to the stopped expander (it is in its pending list), kill -9 it. The restarted expander re-reads its own
      pending entry and expands it; every subscriber gets exactly one copy (nothing had been written).
   3. expander, racing: kill -9 the expander right after the post's 250 (whatever it had done by then). Every
-     subscriber gets at least one copy, duplicates only for subscribers queued twice in the delivery stream
-     (a re-expansion after a partial write), and the post ends done.
+     subscriber gets at least one copy, duplicates only for subscribers queued twice in the delivery stream,
+     and the post ends done.
+  4. expander, between two transactions: the expander writes a post's batches in transactions of at most
+     LC_EXP_CHUNK_CMDS commands (40 here: 120 batches take 4) and exits when LC_EXP_CRASH_FILE exists right
+     after a transaction that is not the last (fault injection: kill -9 cannot hit that point on purpose). The
+     restarted expander resumes from lc:postprog:ID: every subscriber is in exactly one delivery batch and gets
+     exactly one copy, and the progress hash is gone.
 Bounded: every wait has a deadline; the test takes about 20-40 s in the sanitizer build.
 Env: LC_BIN_DIR, LC_LIBEXEC_DIR (set by CTest), LC_KEEP_TMP=1 keeps the temp dir.
 """
@@ -36,6 +41,7 @@ from lctest import LISTCAST, wait_for  # noqa: E402
 
 LIST = "crash@lists.test"
 NDOM, NSUBS, BATCH = 30, 3000, 25
+CHUNK = 40  # commands per expander transaction (LC_EXP_CHUNK_CMDS): a post takes several
 DELIVERIES, GROUP = "lc:stream:deliveries", "sender"
 
 
@@ -93,7 +99,9 @@ class Env:
                     "--set", "sender.per_mx=5", "--set", "sender.tls=none"]
         for kv in settings:
             self.cfg += ["--set", kv]
-        self.up = procs.start("listcast", [LISTCAST, "up", *self.cfg])
+        self.crash_file = os.path.join(tmp, "expander-crash")
+        env = dict(os.environ, LC_EXP_CHUNK_CMDS=str(CHUNK), LC_EXP_CRASH_FILE=self.crash_file)
+        self.up = procs.start("listcast", [LISTCAST, "up", *self.cfg], env=env)
 
         def banner():
             with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=5) as s:
@@ -270,6 +278,32 @@ def expander_race(t, env):
     check_counters(t, j, "post 3")
 
 
+def expander_between_chunks(t, env):
+    epid = env.pid("listcast-expander")
+    with open(env.crash_file, "w"):
+        pass
+    p4 = env.post("expander crash between transactions")
+    env.pid("listcast-expander", old=epid, timeout=30)
+    t.check(not os.path.exists(env.crash_file), "post 4: the expander exited after a transaction (fault injected)")
+    m = wait_for("the restarted expander resumes post 4", lambda: re.search(
+        rf"post={p4} resumed: (\d+) recipients over (\d+) domains", env.procs.log("listcast")), 30, step=0.05)
+    t.check(m is not None and 0 < int(m.group(1)) < NSUBS,
+            f"post 4: the restarted expander resumed the post, skipping what was queued ({m and m.group(0)})")
+    env.all_copies(p4)
+    j = env.done(p4)
+    time.sleep(0.5)
+    got = env.copies(p4)
+    queued = env.stream_rcpts(p4)
+    t.check(sorted(queued) == sorted(env.subs) and all(n == 1 for n in queued.values()),
+            f"post 4: every subscriber is in exactly one delivery batch ({sum(queued.values())} queued for "
+            f"{len(queued)} subscribers)")
+    t.check(sorted(got) == sorted(env.subs) and all(n == 1 for n in got.values()),
+            "post 4: every subscriber got exactly one copy after the crash between two transactions")
+    t.check(env.r("EXISTS", f"lc:postprog:{p4}") == 0 and env.r("EXISTS", f"lc:postexp:{p4}") == 0,
+            "post 4: the progress hash and the fencing token are deleted by the last transaction")
+    check_counters(t, j, "post 4")
+
+
 def main():
     t = lctest.Checks()
     procs = lctest.Procs()
@@ -279,8 +313,9 @@ def main():
         sender_crash(t, env)
         expander_stopped(t, env)
         expander_race(t, env)
+        expander_between_chunks(t, env)
         restarts = procs.log("listcast").count("exited (")
-        t.check(restarts == 3, f"the supervisor saw 3 daemon exits ({restarts})")
+        t.check(restarts == 4, f"the supervisor saw 4 daemon exits ({restarts})")
         procs.stop(env.up, signal.SIGTERM, 20)
         t.check(env.up.returncode == 0, f"listcast up stops cleanly (rc={env.up.returncode})")
         env.r.close()

@@ -313,8 +313,70 @@ def run(t, procs, dns_port, expect):
     t.check(r.returncode == 2 and r.stderr.startswith(b"listcast-expander: "),
             f"bad configuration exits 2 ({r.returncode}, {r.stderr[:80]!r})")
 
+    resume(t, procs, url, dns_port, routable, bounced, deferred)
+
     reports = lctest.sanitizer_reports(procs)
     t.check(not reports, f"no sanitizer reports ({reports})")
+
+
+def resume(t, procs, url, dns_port, routable, bounced, deferred):
+    """Post 7, written in transactions of at most 10 commands (LC_EXP_CHUNK_CMDS) with batches of 7: the
+    expander exits after every transaction that is not the last (LC_EXP_CRASH_FILE, made again before each
+    start), and each new one resumes from lc:postprog:7, through the batches and the bounces. Every recipient
+    is queued exactly once, every bounce written once, the counters are those of one expansion."""
+    crash = os.path.join(procs.tmp, "expander-crash")
+    env = dict(os.environ, LC_EXP_CHUNK_CMDS="10", LC_EXP_CRASH_FILE=crash)
+    bounced = dict(bounced, **{"z@slow.test": 99999})  # added by the SIGTERM case above (NXDOMAIN)
+
+    def post7_done():  # (post 6 stays pending at the stopped t4: expanded() would wait for it)
+        return redis_cmd(url, "HGET", "lc:post:7", "state") in ("sending", "done")
+    new_post(url, 7)
+    crashes, last = 0, None
+    try:
+        for i in range(200):  # bounded: about 100 transactions
+            with open(crash, "w"):
+                pass
+            argv = [EXPANDER, "--set", f"redis.url={url}", "--set", f"dns.servers=127.0.0.1:{dns_port}",
+                    "--set", "sender.batch_size=7", "--set", f"state.dir={procs.tmp}", "--set", "node.name=t7",
+                    "-v"]
+            last = procs.start(f"expander7-{i}", argv, env=env)
+            wait_for("the expander exits or expands post 7",
+                     lambda: last.poll() is not None or post7_done(), 30, step=0.02)
+            if last.poll() is None:
+                break
+            if last.returncode != 70:
+                t.check(False, f"resume run {i}: exits 70 by fault injection ({last.returncode})")
+            crashes += 1
+    finally:
+        if os.path.exists(crash):
+            os.unlink(crash)
+    t.check(crashes >= 5 and post7_done(),
+            f"post 7: expanded after {crashes} exits between transactions, each run resuming the last")
+    resumed = sum(1 for i in range(crashes + 1) if re.search(r"post=7 resumed: ", procs.log(f"expander7-{i}")))
+    t.check(resumed == crashes, f"post 7: every restarted expander resumed from the progress hash ({resumed})")
+    queued = {}
+    for _, f in entries(url, "lc:stream:deliveries"):
+        if f.get("post") != "7":
+            continue
+        for ln in f["rcpts"].split("\n"):
+            if ln:
+                a = ln.split(" ", 1)[1]
+                queued[a] = queued.get(a, 0) + 1
+    want = set(routable) | set(deferred)
+    t.check(set(queued) == want and all(n == 1 for n in queued.values()),
+            f"post 7: every recipient queued exactly once ({sum(queued.values())} queued, {len(queued)} distinct, "
+            f"{len(want)} wanted)")
+    bnc = [f["rcpt"] for _, f in entries(url, "lc:stream:bounces") if f.get("post") == "7"]
+    t.check(sorted(bnc) == sorted(bounced), f"post 7: every bounce written once ({len(bnc)} of {len(bounced)})")
+    post = dict(zip(*[iter(redis_cmd(url, "HGETALL", "lc:post:7"))] * 2))
+    total = len(routable) + len(bounced) + len(deferred)
+    t.check(post.get("recipients") == str(total) and post.get("bounced") == str(len(bounced)) and
+            post.get("state") == "sending", f"post 7: the post's counters ({post})")
+    pdom = dict(zip(*[iter(redis_cmd(url, "HGETALL", "lc:postdom:7"))] * 2))
+    t.check(pdom.get("null.test:bounced") == "3" and pdom.get("nx.test:bounced") == "2" and
+            pdom.get("nohost.test:bounced") == "1" and pdom.get("slow.test:bounced") == "1", f"post 7: per-domain bounce counters counted once ({pdom})")
+    t.check(redis_cmd(url, "EXISTS", "lc:postprog:7") == 0, "post 7: the progress hash is deleted at the end")
+    stop_ok(t, procs, last, "resuming expander")
 
 
 def reroute(t, url, subs):
