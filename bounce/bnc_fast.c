@@ -704,6 +704,20 @@ static int ascii_compatible(const char *cs)
            !strcasecmp(cs, "utf8") || !strncasecmp(cs, "iso-8859-", 9) || !strncasecmp(cs, "windows-125", 11);
 }
 
+/* out_grow makes the conversion buffer *out (capacity *cap, plus its NUL) by octets longer, keeping the write
+ * position *o and the room left *room. */
+static void out_grow(char **out, char **o, size_t *cap, size_t *room, size_t by)
+{
+    size_t used = (size_t)(*o - *out);
+    *cap += by;
+    char *n = realloc(*out, *cap + 1);
+    if (!n)
+        abort();
+    *out = n;
+    *o = n + used;
+    *room = *cap - used;
+}
+
 /* t[0..*len) converted from charset to UTF-8 exactly as g_mime_text_part_get_text does it: through GMime's
  * converter (g_mime_iconv_open maps the MIME name), bytes that are no valid sequence are dropped one at a time,
  * an incomplete sequence at the end is dropped, the converter flushed; a charset GMime cannot open leaves the
@@ -727,16 +741,9 @@ static char *charset_to_utf8(char *t, size_t *len, const char *charset)
         if (iconv(cd, &in, &left, &o, &room) != (size_t)-1)
             continue;
         if (errno == E2BIG) {
-            size_t used = (size_t)(o - out);
-            if (used >= BNC_TEXT_SCAN)
+            if ((size_t)(o - out) >= BNC_TEXT_SCAN)
                 break;
-            cap += 64;
-            char *n2 = realloc(out, cap + 1);
-            if (!n2)
-                abort();
-            out = n2;
-            o = out + used;
-            room = cap - used;
+            out_grow(&out, &o, &cap, &room, 64);
         } else if (errno == EILSEQ) {
             in++;
             left--;
@@ -747,14 +754,7 @@ static char *charset_to_utf8(char *t, size_t *len, const char *charset)
     for (;;) { /* flush (a stateful charset's return to its initial state) */
         if (iconv(cd, NULL, NULL, &o, &room) != (size_t)-1 || errno != E2BIG)
             break;
-        size_t used = (size_t)(o - out);
-        cap += 16;
-        char *n2 = realloc(out, cap + 1);
-        if (!n2)
-            abort();
-        out = n2;
-        o = out + used;
-        room = cap - used;
+        out_grow(&out, &o, &cap, &room, 16);
     }
     g_mime_iconv_close(cd);
     free(t);
