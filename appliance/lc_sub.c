@@ -136,9 +136,13 @@ static const char page_show[] =
     "DESCRIPTION\n"
     "  Prints the subscriber's id, status (active, unconfirmed, disabled or unsubscribed), bounce score\n"
     "  (1 per hard bounce, 0.5 per soft one), number of bounces, last bounce reason and time, creation\n"
-    "  time, and whether the address is suppressed and receives posts. With --json: an object {address,\n"
-    "  list, id, status, bounce_score (number), bounces, last_bounce_reason (string or null),\n"
-    "  last_bounce_at (number or null), created, suppressed, receives_posts}.\n"
+    "  time, and whether the address is suppressed and receives posts; for a subscriber disabled by bounces,\n"
+    "  why (threshold or the hard reason) and its bounce probe: pending (not sent yet), sent (waiting for\n"
+    "  its outcome), refused (refused for a policy reason: left disabled for the operator) or lost, with\n"
+    "  the probe's post id and when it was sent (see README \"Bounce handling\"). With --json: an object\n"
+    "  {address, list, id, status, bounce_score (number), bounces, last_bounce_reason (string or null),\n"
+    "  last_bounce_at (number or null), created, suppressed, receives_posts, disabled_reason, probe,\n"
+    "  probe_post, probe_at, unsubscribed_reason (each a string or number, or null)}.\n"
     LC_HELP_REDIS
     "\n"
     "OPTIONS\n" LC_HELP_COMMON_OPTIONS "\n" LC_HELP_EXIT
@@ -648,6 +652,9 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
     long long bounces = fstr(h, "bounces") ? strtoll(fstr(h, "bounces"), NULL, 10) : 0;
     long long created = fstr(h, "created") ? strtoll(fstr(h, "created"), NULL, 10) : 0;
     double score = fstr(h, "bounce_score") ? strtod(fstr(h, "bounce_score"), NULL) : 0;
+    const char *dis = fstr(h, "disabled_reason"), *probe = fstr(h, "probe"), *unsub = fstr(h, "unsubscribed_reason");
+    const char *probe_post = fstr(h, "probe_post"), *probe_at = fstr(h, "probe_at");
+    dis = dis && *dis ? dis : NULL, probe = probe && *probe ? probe : NULL, unsub = unsub && *unsub ? unsub : NULL;
     rcode = LC_EXIT_OK;
     if (ctx->json) {
         struct lc_json *j = lc_json_out();
@@ -667,6 +674,17 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         lc_json_kint(j, "created", created);
         lc_json_kbool(j, "suppressed", suppressed);
         lc_json_kbool(j, "receives_posts", receives);
+        lc_json_kstr(j, "disabled_reason", dis);
+        lc_json_kstr(j, "probe", probe);
+        const char *const nums[2][2] = {{"probe_post", probe_post}, {"probe_at", probe_at}};
+        for (int i = 0; i < 2; i++) {
+            lc_json_key(j, nums[i][0]);
+            if (nums[i][1] && *nums[i][1])
+                lc_json_int(j, strtoll(nums[i][1], NULL, 10));
+            else
+                lc_json_null(j);
+        }
+        lc_json_kstr(j, "unsubscribed_reason", unsub);
         lc_json_end(j);
         rcode = lc_json_done(j, LC_EXIT_OK);
     } else {
@@ -684,6 +702,17 @@ static int cmd_show(struct lc_ctx *ctx, int argc, char **argv)
         printf("last bounce:         %s\n", t2);
         printf("last bounce reason:  %s\n", reason && *reason ? reason : "-");
         printf("created:             %s\n", t1);
+        if (dis)
+            printf("disabled because:    %s\n", dis);
+        if (probe && probe_post && *probe_post) {
+            char t3[64];
+            lc_fmt_time(probe_at ? strtoll(probe_at, NULL, 10) : 0, t3, sizeof t3);
+            printf("bounce probe:        %s (post %s, sent %s)\n", probe, probe_post, t3);
+        } else if (probe) {
+            printf("bounce probe:        %s\n", probe);
+        }
+        if (unsub)
+            printf("unsubscribed by:     %s\n", unsub);
     }
     freeReplyObject(h);
     return rcode;

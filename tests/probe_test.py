@@ -292,6 +292,15 @@ def run(t, procs):
         t.check(h(FRED, "status") == "disabled" and active(FRED) is None and
                 r("ZSCORE", "lc:probe:sent", skey(FRED)) is None,
                 "fred: probe refused with 554 5.7.1 (blocklist): probe=refused, still disabled, out of lc:probe:sent")
+        sj = cli(cfg, "sub", "show", LIST, FRED, "--json")
+        j = json.loads(sj.stdout) if sj.returncode == 0 else {}
+        t.check(j.get("status") == "disabled" and j.get("probe") == "refused" and j.get("disabled_reason")
+                and isinstance(j.get("probe_post"), int) and isinstance(j.get("probe_at"), int)
+                and j.get("unsubscribed_reason") is None,
+                f"fred: sub show --json shows why he is disabled and his probe ({sj.stdout.strip()[-260:]})")
+        st = cli(cfg, "sub", "show", LIST, FRED)
+        t.check(st.returncode == 0 and "bounce probe:        refused (post " in st.stdout and
+                "disabled because:" in st.stdout, f"fred: sub show prints the probe ({st.stdout.strip()[-200:]})")
     except AssertionError as e:
         t.check(False, str(e))
 
