@@ -160,8 +160,8 @@ def main():
     ap.add_argument("--peers", choices=("auto", "yes", "no"), default="auto")
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--hold-sender", choices=("auto", "yes", "no"), default="auto",
-                    help="SIGSTOP the sender until the post is expanded (auto: above 100,000 recipients; see the "
-                         "README: works around an expander/sender race on posts written in several transactions)")
+                    help="SIGSTOP the sender until the post is expanded (auto: above 100,000 recipients), so that "
+                         "the expansion time is the expander's alone on the 2 cores; the post is correct either way")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--timeout", type=float, default=0, help="send phase limit in s (default: rcpts/500 + 60)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary dir (logs)")
