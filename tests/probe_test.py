@@ -4,7 +4,7 @@
 Starts redis-server, dnsmasq with MX records for a.test..f.test (all at one fake MX on 127.0.0.10), tests/fakemx.py
 and `listcast up`; makes the list news@lists.test (bounce_threshold 2, bounce_soft 1, probe_delay 5 s) with
 alice@a.test, bob@b.test, carol@c.test, dave@d.test and fred@f.test, and quiet@lists.test (probe 0: probes off)
-with erin@e.test. One post to each list gives every subscriber a VERP address. Then the fake MX is restarted with
+with erin@e.test, and gina@d.test. One post to each list gives every subscriber a VERP address. Then the fake MX is restarted with
 rules that answer 550 5.1.1 to RCPT TO:<bob@b.test> and 554 5.7.1 (blocklist) to RCPT TO:<fred@f.test>, and two
 "mailbox full" DSNs are sent through listd to each of alice's, bob's, carol's and fred's VERP addresses, and one
 "user unknown" DSN to erin's. Checks:
@@ -18,7 +18,9 @@ rules that answer 550 5.1.1 to RCPT TO:<bob@b.test> and 554 5.7.1 (blocklist) to
   (b) bob's probe is refused at RCPT with 550 5.1.1: unsubscribed (unsubscribed_reason probe), out of lc:active;
   (c) carol's probe is accepted (re-enabled), then a forged DSN (the probe's VERP address with a bad MAC) is
       refused by listd and changes nothing, then a 5.1.1 DSN to the probe's MAIL FROM unsubscribes her;
-  - fred's probe refused for a policy reason (5.7.1): probe=refused, left disabled;
+  - fred's probe refused for a policy reason (5.7.1): probe=refused, left disabled; `sub show` says so;
+  - gina's probe is deferred (451 at RCPT), so it stays in flight; its post hash is then deleted: probe=lost,
+    left disabled, out of lc:probe:sent (the outcome of a probe whose post is gone);
   - erin (list with probe 0) stays disabled, gets no probe, has no probe field; dave is untouched;
   - the probe indexes lc:probe:pending and lc:probe:sent end empty; log lines; no sanitizer report; clean stop.
 Every wait is bounded; everything started is stopped and the temporary directory removed.
@@ -40,7 +42,7 @@ from lctest import LISTCAST, wait_for  # noqa: E402
 LIST = "news@lists.test"
 QUIET = "quiet@lists.test"
 ALICE, BOB, CAROL, DAVE, ERIN = "alice@a.test", "bob@b.test", "carol@c.test", "dave@d.test", "erin@e.test"
-FRED = "fred@f.test"
+FRED, GINA = "fred@f.test", "gina@d.test"
 FAKEMX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakemx.py")
 
 
@@ -176,7 +178,7 @@ def run(t, procs):
         t.check(c.returncode == 0, f"list create {lst} ({c.stderr.strip()})")
     r("HSET", "lc:list:" + LIST, "bounce_threshold", "2", "bounce_soft", "1", "probe_delay", "5")
     r("HSET", "lc:list:" + QUIET, "probe", "0", "probe_delay", "0")
-    c = cli(cfg, "sub", "add", LIST, "-", stdin="\n".join([ALICE, BOB, CAROL, DAVE, FRED]) + "\n")
+    c = cli(cfg, "sub", "add", LIST, "-", stdin="\n".join([ALICE, BOB, CAROL, DAVE, FRED, GINA]) + "\n")
     t.check(c.returncode == 0, f"sub add ({c.stderr.strip()})")
     c = cli(cfg, "sub", "add", QUIET, ERIN)
     t.check(c.returncode == 0, f"sub add {QUIET} ({c.stderr.strip()})")
@@ -190,7 +192,7 @@ def run(t, procs):
     def active(addr, lst=LIST):
         return r("HGET", "lc:active:" + lst, addr)
 
-    ids = {a: int(h(a, "id")) for a in (ALICE, BOB, CAROL, DAVE, FRED)}
+    ids = {a: int(h(a, "id")) for a in (ALICE, BOB, CAROL, DAVE, FRED, GINA)}
     ids[ERIN] = int(h(ERIN, "id", QUIET))
 
     # one post to each list: every subscriber's VERP address
@@ -198,7 +200,7 @@ def run(t, procs):
     t.check(code == 250, f"post to {LIST} accepted ({code})")
     code, p2 = post(smtp_port, QUIET, "quiet post")
     t.check(code == 250, f"post to {QUIET} accepted ({code})")
-    got = wait_for("6 deliveries", lambda: (lambda x: x if sum(len(y["rcpts"]) for y in x) >= 6 else None)(
+    got = wait_for("7 deliveries", lambda: (lambda x: x if sum(len(y["rcpts"]) for y in x) >= 7 else None)(
         rows(mxlog)), 60)
     verp = {row["rcpts"][0].lower(): row["mail_from"] for row in got}
     key = lctest.read_secret(os.path.join(state, "secret"))
@@ -210,11 +212,12 @@ def run(t, procs):
     fake = start_fakemx(procs, "fakemx2", mx_port, mxlog, rules=[
         {"stage": "rcpt", "rcpt": BOB, "reply": f"550 5.1.1 <{BOB}>: Recipient address rejected: User unknown"},
         {"stage": "rcpt", "rcpt": FRED, "reply": "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked "
-                                                 "using zen.spamhaus.org"}])
+                                                 "using zen.spamhaus.org"},
+        {"stage": "rcpt", "rcpt": GINA, "reply": "451 4.3.0 Temporary local problem, try again later"}])
     nrows = len(rows(mxlog))
 
     # two soft DSNs each reach the threshold (2): disabled, probe pending (due 5 s later)
-    for a in (ALICE, BOB, CAROL, FRED):
+    for a in (ALICE, BOB, CAROL, FRED, GINA):
         for _ in range(2):
             code = send_bounce(smtp_port, verp[a], full(verp[a], a))
             t.check(code == 250, f"mailbox-full DSN to {a}'s VERP address accepted ({code})")
@@ -225,7 +228,7 @@ def run(t, procs):
     def disabled(a):
         return (h(a, "status") == "disabled" and active(a) is None and h(a, "probe") == "pending"
                 and h(a, "disabled_reason") == "threshold" and h(a, "bounce_score") == "2")
-    for a in (ALICE, BOB, CAROL, FRED):
+    for a in (ALICE, BOB, CAROL, FRED, GINA):
         try:
             wait_for(f"{a} disabled at the threshold with a probe pending", lambda: disabled(a), 20)
             t.check(True, f"{a}: score 2 = threshold: disabled, out of lc:active, probe pending")
@@ -304,6 +307,22 @@ def run(t, procs):
     except AssertionError as e:
         t.check(False, str(e))
 
+    # gina's probe deferred (451): in flight; its post hash deleted: probe=lost, left disabled
+    try:
+        gpost = wait_for("gina's probe deferred", lambda: (lambda pid: pid if pid and r(
+            "HGET", f"lc:post:{pid}", "deferred") == "1" else None)(h(GINA, "probe_post")), 60)
+        t.check(h(GINA, "probe") == "sent" and r("ZSCORE", "lc:probe:sent", skey(GINA)) is not None,
+                f"gina: probe {gpost} deferred by the MX: still sent, in lc:probe:sent")
+        r("DEL", f"lc:post:{gpost}")
+        wait_for("gina's probe lost", lambda: h(GINA, "probe") == "lost", 30)
+        t.check(h(GINA, "status") == "disabled" and active(GINA) is None and
+                r("ZSCORE", "lc:probe:sent", skey(GINA)) is None and h(GINA, "unsubscribed_reason") is None,
+                "gina: the probe's post is gone: probe=lost, still disabled, out of lc:probe:sent")
+        gj = json.loads(cli(cfg, "sub", "show", LIST, GINA, "--json").stdout or "{}")
+        t.check(gj.get("probe") == "lost" and gj.get("status") == "disabled", f"gina: sub show --json ({gj})")
+    except AssertionError as e:
+        t.check(False, str(e))
+
     # a policy (5.7.1 spam) DSN to alice's probe: not evidence of a dead mailbox, she stays active
     code = send_bounce(smtp_port, probes[ALICE], dsn(probes[ALICE], ALICE, "5.7.1",
                                                      "smtp; 550 5.7.1 Message rejected as spam by Content Filtering"))
@@ -332,6 +351,8 @@ def run(t, procs):
             h(ERIN, "probe", QUIET) is None and r("ZSCORE", "lc:probe:pending", skey(ERIN, QUIET)) is None,
             "erin (list probe 0): disabled, no probe pending")
     t.check(all(ERIN not in row["rcpts"] for row in rows(mxlog)[nrows:]), "erin got no probe")
+    t.check(f"rcpt=<{GINA}> post is gone: probe=lost, left disabled" in procs.log("listcast"),
+            "log: gina's probe lost")
     t.check(h(DAVE, "status") == "active" and active(DAVE) == str(ids[DAVE]) and h(DAVE, "bounce_score") == "0",
             "dave untouched")
     t.check(r("ZCARD", "lc:probe:pending") == 0 and r("ZCARD", "lc:probe:sent") == 0, "probe indexes empty")
