@@ -15,10 +15,12 @@
 #include "lc_cli.h"
 #include "lc_json.h"
 #include "lc_redis.h"
+#include "lc_priv.h"
 #include "lc_secret.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -76,6 +78,9 @@ struct up {
     sigset_t sigs, oldmask;
     pid_t self;
     int lockfd;
+    int drop;                 /* run.user applies: redis-server runs as run_uid/run_gid, state.dir is theirs */
+    uid_t run_uid;
+    gid_t run_gid;
 };
 
 static const char page_up[] =
@@ -96,6 +101,10 @@ static const char page_up[] =
     "  - starts the daemons listcast-listd (SMTP on smtp.listen), listcast-expander, listcast-sender,\n"
     "    listcast-bounce and listcast-webui (admin web UI on http.listen) from\n"
     "    <directory of listcast>/../libexec/listcast/, passing the configuration on as --set arguments;\n"
+    "  - started as root with run.user set (a user other than root): hands state.dir and all in it to that\n"
+    "    user and starts redis-server as it; each daemon switches to it once its sockets are bound (listd\n"
+    "    after binding smtp.listen, which may be port 25), so only this supervisor keeps root. A run.user\n"
+    "    that names no user, or root, refuses the start (exit 1);\n"
     "  - restarts a daemon that exits, after 1 s, doubling to at most 30 s while it keeps failing (the\n"
     "    delay is reset once it has run for 60 s), and logs each exit and restart on stderr;\n"
     "  - on Ctrl-C or SIGTERM, stops the daemons (SIGTERM, then SIGKILL after 10 s), then Redis, and\n"
@@ -279,6 +288,11 @@ static int spawn(struct up *u, struct child *c)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        char perr[256];
+        if (c == &u->redis && u->drop && lc_priv_become(u->run_uid, u->run_gid, perr, sizeof perr) < 0) {
+            fprintf(stderr, "listcast: redis-server: %s\n", perr); /* (the daemons drop root themselves) */
+            _exit(127);
+        }
         execv(c->path, c->argv);
         fprintf(stderr, "listcast: cannot run %s: %s\n", c->path, strerror(errno));
         _exit(127);
@@ -504,6 +518,29 @@ static int take_lock(struct up *u, char *err, size_t errlen)
     return 0;
 }
 
+/* give_tree hands the state dir and everything under it (not following symlinks) to run.user. */
+static uid_t give_uid;
+static gid_t give_gid;
+static int give_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)type, (void)ftw;
+    if ((st->st_uid != give_uid || st->st_gid != give_gid) && lchown(path, give_uid, give_gid) < 0)
+        return errno ? errno : EPERM;
+    return 0;
+}
+
+static int give_tree(struct up *u, char *err, size_t errlen)
+{
+    give_uid = u->run_uid, give_gid = u->run_gid;
+    int rc = nftw(u->state, give_one, 32, FTW_PHYS | FTW_MOUNT);
+    if (rc != 0) {
+        seterr(err, errlen, "cannot give state.dir %s to run.user %s: %s", u->state,
+               lc_cfg_str(u->ctx->cfg, "run.user"), strerror(rc > 0 ? rc : errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* prepare resolves the state dir, the lock, the secret and the daemons; 0 or -1 with err. */
 static int prepare(struct up *u, char *err, size_t errlen)
 {
@@ -556,6 +593,15 @@ static int prepare(struct up *u, char *err, size_t errlen)
     } else {
         pathf(u->url, sizeof u->url, "%s", lc_cfg_str(u->ctx->cfg, "redis.url"));
     }
+    int t = lc_priv_target(u->ctx->cfg, &u->run_uid, &u->run_gid, err, errlen);
+    if (t < 0)
+        return -1;
+    u->drop = t;
+    if (u->drop && give_tree(u, err, errlen) < 0)
+        return -1;
+    if (u->drop)
+        lc_info("the daemons and redis-server run as %s (uid %lu), state.dir %s is theirs",
+                lc_cfg_str(u->ctx->cfg, "run.user"), (unsigned long)u->run_uid, u->state);
     size_t n = strlen(u->state) + 16;
     u->kv_state = lc_malloc(n);
     pathf(u->kv_state, n, "state.dir=%s", u->state);

@@ -14,6 +14,7 @@
 
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_priv.h"
 #include "lc_loop.h"
 #include "lc_secret.h"
 
@@ -25,6 +26,9 @@ int main(int argc, char **argv)
 {
     char err[512];
     struct lc_cfg *cfg = lc_cfg_daemon(PROG, argc, argv, 1);
+    char perr[512];
+    if (lc_priv_drop(cfg, perr, sizeof perr) < 0) /* nothing here needs root */
+        lc_fatal("%s", perr);
 
     struct lc_secret *secret = lc_secret_load(lc_cfg_str(cfg, "secret.file"), 1, err, sizeof err);
     if (!secret)

@@ -40,6 +40,9 @@ static const struct cfg_key keys[] = {
     {"redis.url", T_URL, "", 0, 0, "Redis to use: redis://HOST:PORT[/DB] or unix:///PATH; empty: embedded", NULL},
     {"state.dir", T_STR, "/var/lib/listcast", 0, 0, "directory for the embedded Redis, the secret and logs", NULL},
     {"secret.file", T_STR, "", 0, 0, "HMAC key file; empty: STATE.DIR/secret (created on first start)", NULL},
+    {"run.user", T_STR, "", 0, 0,
+     "started as root: the user the daemons and the embedded redis-server run as once their sockets are bound "
+     "(state.dir is given to it); empty: they keep the user they were started as", NULL},
     {"node.name", T_NAME, "", 0, 0, "this node's consumer name in Redis streams; empty: the host name", NULL},
     {"smtp.listen", T_HOSTPORT, "127.0.0.1:2525", 0, 0, "listd's SMTP listening address", NULL},
     {"smtp.hostname", T_NAME, "", 0, 0, "name in SMTP banners, EHLO and Received; empty: the host name", NULL},

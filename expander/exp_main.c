@@ -13,6 +13,7 @@
 
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_priv.h"
 #include "lc_loop.h"
 
 #define PROG "listcast-expander"
@@ -23,6 +24,9 @@ int main(int argc, char **argv)
 {
     char err[512];
     struct lc_cfg *cfg = lc_cfg_daemon(PROG, argc, argv, 1);
+    char perr[512];
+    if (lc_priv_drop(cfg, perr, sizeof perr) < 0) /* nothing here needs root */
+        lc_fatal("%s", perr);
     const char *pr = lc_cfg_str(cfg, "complaints.pause_rate");
     char *end;
     double pause_rate = strtod(pr, &end);

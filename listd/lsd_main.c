@@ -17,6 +17,7 @@
 
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_priv.h"
 #include "lc_loop.h"
 #include "lc_secret.h"
 
@@ -33,6 +34,8 @@ int main(int argc, char **argv)
     lc_loop_signals(loop);
     struct lsd_server *srv = lsd_server_new(loop, cfg, secret, err, sizeof err);
     if (!srv)
+        lc_fatal("%s", err);
+    if (lc_priv_drop(cfg, err, sizeof err) < 0) /* the SMTP socket is bound: root is no longer needed */
         lc_fatal("%s", err);
     snprintf(srv->public_url, sizeof srv->public_url, "%s", lc_cfg_str(cfg, "http.public_url"));
     srv->confirm_lifetime = lc_cfg_int(cfg, "confirm.lifetime");

@@ -8,6 +8,7 @@
 #include "web.h"
 #include "lc_cfg.h"
 #include "lc_log.h"
+#include "lc_priv.h"
 #include "lc_secret.h"
 
 #include <signal.h>
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
     struct web_app app = {web_db_new(lc_cfg_str(cfg, "redis.url")), cfg, secret, cert != NULL, web_doctor_new(cfg)};
     struct web_server *srv = web_server_start(&app, lc_cfg_str(cfg, "http.listen"), cert, key, err, sizeof err);
     if (!srv)
+        lc_fatal("%s", err);
+    if (lc_priv_drop(cfg, err, sizeof err) < 0) /* the socket is bound: root is no longer needed */
         lc_fatal("%s", err);
     lc_info("listening on %s://%s/ redis=%s", cert ? "https" : "http", lc_cfg_str(cfg, "http.listen"),
             lc_cfg_str(cfg, "redis.url"));
