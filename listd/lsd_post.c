@@ -184,6 +184,10 @@ static void got_id(struct lsd_job *j, const redisReply *r)
         lsd_job_cmd(j, 12, hset, hl);
         const char *exp[] = {"EXPIRE", k1, ttl};
         lsd_job_cmd(j, 3, exp, NULL);
+        char hid[24];
+        snprintf(hid, sizeof hid, "%" PRIu64, c->id);
+        const char *zadd[] = {"ZADD", LC_K_HELD_INDEX, hid, hid}; /* the moderation queue's index (web UI) */
+        lsd_job_cmd(j, 4, zadd, NULL);
         for (int i = 0; i < c->nmods; i++)
             mod_notice(j, c, c->id + 1 + (uint64_t)i, c->mods[i], now + LSD_HOLD_TTL);
     } else {
@@ -410,12 +414,12 @@ int lsd_mod_start(struct lsd_server *srv, const struct lsd_input *in, lsd_job_fn
     snprintf(ids, sizeof ids, "%" PRIu64, id);
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
     if (want == LC_TOK_APPROVE) {
-        const char *ev[] = {"EVAL", approve_lua, "5", kh, km, kp, kps, LC_S_POSTS, in->addr.list, ids, now,
-                            LC_PS_QUEUED};
-        lsd_job_cmd(j, 12, ev, NULL);
+        const char *ev[] = {"EVAL", approve_lua, "6", kh, km, kp, kps, LC_S_POSTS, LC_K_HELD_INDEX, in->addr.list,
+                            ids, now, LC_PS_QUEUED};
+        lsd_job_cmd(j, 13, ev, NULL);
     } else {
-        const char *ev[] = {"EVAL", reject_lua, "1", kh, in->addr.list};
-        lsd_job_cmd(j, 5, ev, NULL);
+        const char *ev[] = {"EVAL", reject_lua, "2", kh, LC_K_HELD_INDEX, in->addr.list, ids};
+        lsd_job_cmd(j, 7, ev, NULL);
     }
     lsd_job_then(j, moderated);
     return lsd_job_start(j, jobp, res);

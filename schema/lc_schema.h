@@ -20,6 +20,7 @@
 #define LC_K_SEQ_SUB "lc:seq:sub"             /* counter: subscriber ids */
 #define LC_K_SEQ_POST "lc:seq:post"           /* counter: post ids */
 #define LC_K_SUPPRESS "lc:suppress"           /* SET of globally suppressed addresses */
+#define LC_K_HELD_INDEX "lc:heldidx"          /* ZSET: ids of the posts held for moderation, scored by id */
 #define LC_K_RETRY "lc:retry"                 /* ZSET: deferred recipients waiting for a retry, scored by due time */
 #define LC_K_TLSPOLICY "lc:tlspolicy"         /* HASH domain -> STARTTLS policy none|may|encrypt (sender) */
 #define LC_K_PROBE_PENDING "lc:probe:pending" /* ZSET sub key -> unix time a bounce probe is due (bounce) */
@@ -272,10 +273,11 @@
 
 /* LC_LUA_HELD_APPROVE releases a held post into the post pipeline exactly once (listd's L-approve-TOKEN
  * address and the web UI's moderation queue). KEYS: lc:held:HELD, lc:msg:ID, lc:post:ID, lc:posts:LIST,
- * lc:stream:posts. ARGV: list, new post id, now (unix s), state ("queued"). Returns 1 released, 0 no such held
- * post (already approved, rejected or expired), -1 held for another list. */
+ * lc:stream:posts, lc:heldidx. ARGV: list, post id (the held post's own), now (unix s), state ("queued").
+ * Returns 1 released, 0 no such held post (already approved, rejected or expired: its index entry, if any, is
+ * removed), -1 held for another list. */
 #define LC_LUA_HELD_APPROVE                                                                                  \
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "                                               \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[6], ARGV[2]) return 0 end "          \
     "local h = redis.call('HMGET', KEYS[1], 'list', 'from', 'size', 'msg') "                                 \
     "if h[1] ~= ARGV[1] then return -1 end "                                                                 \
     "redis.call('SET', KEYS[2], h[4]) "                                                                      \
@@ -283,13 +285,14 @@
     "'state', ARGV[4], 'recipients', '0', 'delivered', '0', 'deferred', '0', 'bounced', '0') "               \
     "redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) "                                                         \
     "redis.call('XADD', KEYS[5], '*', 'post', ARGV[2]) "                                                     \
-    "redis.call('DEL', KEYS[1]) return 1"
+    "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[6], ARGV[2]) return 1"
 
-/* LC_LUA_HELD_REJECT discards a held post. KEYS: lc:held:HELD. ARGV: list. Returns 1, 0 or -1 as above. */
+/* LC_LUA_HELD_REJECT discards a held post. KEYS: lc:held:HELD, lc:heldidx. ARGV: list, post id. Returns 1, 0
+ * or -1 as above. */
 #define LC_LUA_HELD_REJECT                                                                                   \
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "                                               \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) return 0 end "          \
     "if redis.call('HGET', KEYS[1], 'list') ~= ARGV[1] then return -1 end "                                  \
-    "redis.call('DEL', KEYS[1]) return 1"
+    "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[2]) return 1"
 
 /* Per-key builders. */
 int lc_key_list(char *out, size_t outlen, const char *list);                 /* lc:list:LIST (HASH) */

@@ -256,6 +256,7 @@ def run(t, procs):
     t.check(dc == 250 and "held" in text, f"post to moderated list held ({dc} {text})")
     held = int(re.search(r"post (\d+)", text).group(1))
     t.check(R("EXISTS", f"lc:held:{held}") == 1 and R("TTL", f"lc:held:{held}") > 86400 * 13, "held in Redis with a TTL")
+    t.check(R("ZSCORE", "lc:heldidx", held) is not None, "indexed for the moderation queue (lc:heldidx)")
     note = wait_for("owner notice", lambda: mail.to(OWNER, n6), 30)[0]
     nb = note.get_payload(decode=True).decode()
     ap = re.search(r"mod-approve-[0-9a-v-]+@lists\.test", nb).group(0)
@@ -267,6 +268,7 @@ def run(t, procs):
     t.check(rc == 550, f"garbled approve address refused ({rc})")
     rc, dc, text = smtp_send(port, OWNER, ap, "ok\r\n")
     t.check(dc == 250, f"approve accepted ({dc} {text})")
+    t.check(R("ZSCORE", "lc:heldidx", held) is None, "approving takes the post out of the queue's index")
     rc, dc, text = smtp_send(port, OWNER, ap, "ok again\r\n")
     t.check(dc == 550, f"second approve refused ({dc} {text})")
     rc, dc, text = smtp_send(port, OWNER, rj, "no\r\n")

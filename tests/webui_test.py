@@ -430,11 +430,15 @@ def run(procs):
         r("HSET", f"lc:held:{pid}", "list", "news@lists.test", "from", "stranger@example.test", "size", 60,
           "created", now, "msg", f"From: stranger@example.test\r\nSubject: {subj}\r\n\r\nbody\r\n")
         r("EXPIRE", f"lc:held:{pid}", 3600)
+        r("ZADD", "lc:heldidx", pid, pid)
+    r("ZADD", "lc:heldidx", 400, 400, 500, 500, 503, "junk")  # holds gone (expired): no hash behind them
     st, _, body = w.req("GET", "/moderation")
     check(st == 200 and body.count('class="held"') == 2 and "&lt;i&gt;held one&lt;/i&gt;" in body,
           f"moderation queue page: {st}")
     st, _, body = w.req("GET", "/api/moderation", headers=bearer)
     check(st == 200 and [x["id"] for x in json.loads(body)["held"]] == [501, 502], f"API queue: {body[:300]}")
+    check(r("ZRANGE", "lc:heldidx", 0, -1) == ["501", "502"],
+          f"reading the queue drops the index entries of holds that are gone: {r('ZRANGE', 'lc:heldidx', 0, -1)}")
     st, _, _ = w.form("/moderation/501", {"action": "approve"})
     check(st == 403 and r("EXISTS", "lc:held:501") == 1, f"approve without CSRF token: {st}")
     st, _, _ = w.form("/moderation/501", {"action": "publish", "csrf": csrf})
@@ -450,6 +454,25 @@ def run(procs):
     st, _, body = w.req("POST", "/api/moderation/502", json.dumps({"action": "reject"}), headers=bearer)
     check(st == 200 and json.loads(body)["result"] == "rejected" and r("EXISTS", "lc:held:502") == 0 and
           r("EXISTS", "lc:post:502") == 0, f"API reject: {st} {body}")
+    check(r("EXISTS", "lc:heldidx") == 0, "approving and rejecting take the posts out of the queue's index")
+    # a queue longer than one page of the index (256) and than what is shown (200), with stale entries between
+    for pid in range(1000, 1400):
+        if pid % 3 == 0:
+            r("ZADD", "lc:heldidx", pid, pid)  # expired hold
+            continue
+        r("HSET", f"lc:held:{pid}", "list", "news@lists.test", "from", "s@example.test", "size", 9, "created", now,
+          "msg", "Subject: many\r\n\r\nx\r\n")
+        r("ZADD", "lc:heldidx", pid, pid)
+    st, _, body = w.req("GET", "/api/moderation", headers=bearer)
+    j = json.loads(body) if st == 200 else {}
+    want = [p for p in range(1000, 1400) if p % 3][:200]
+    check([x["id"] for x in j.get("held", [])] == want and j.get("partial") is True,
+          f"a long queue: the first 200 live holds by id, partial ({len(j.get('held', []))} shown)")
+    for pid in range(1000, 1400):
+        r("DEL", f"lc:held:{pid}")
+    st, _, body = w.req("GET", "/api/moderation", headers=bearer)
+    check(st == 200 and json.loads(body)["held"] == [] and r("EXISTS", "lc:heldidx") == 0,
+          "every hold gone: an empty queue and an empty index")
     st, _, _ = w.req("POST", "/api/moderation/999", json.dumps({"action": "reject"}), headers=bearer)
     check(st == 404, f"reject unknown: {st}")
 

@@ -5,9 +5,10 @@
  * lc:held:ID into lc:msg:ID, lc:post:ID (state queued), lc:posts:LIST and the posts stream and deletes the hold,
  * atomically, so a post is released at most once whoever approves it (mail or web); rejecting deletes the hold.
  * A hold that is gone (approved, rejected, expired) changes nothing: 404 with the reason.
- * Limits: held posts have no index of their own, so the queue is found with SCAN MATCH lc:held:* (cursor steps
- * of WEB_MOD_SCAN keys, at most WEB_MOD_SCAN_MAX keys looked at, at most WEB_MOD_MAX holds shown); a message
- * excerpt of WEB_MOD_EXCERPT octets is shown.
+ * The queue is read from the index listd writes with each hold (lc:heldidx, a ZSET of ids), never by scanning
+ * the key space (which holds a hash per subscriber: millions of keys).
+ * Limits: at most WEB_MOD_MAX holds shown, WEB_MOD_ROUNDS round trips of WEB_MOD_PAGE ids; a message excerpt of
+ * WEB_MOD_EXCERPT octets is shown.
  * Also the bounce report of a list (web_bounces): the bounce daemon's counters lc:bncstat:{reason,domain,post}:LIST,
  * largest first, WEB_BNC_ROWS rows a table on the page (all in JSON).
  */
@@ -24,8 +25,8 @@
 #include <string.h>
 #include <time.h>
 
-#define WEB_MOD_SCAN 1000
-#define WEB_MOD_SCAN_MAX 20000000LL
+#define WEB_MOD_PAGE 256  /* ids of the index read a round trip */
+#define WEB_MOD_ROUNDS 64 /* round trips at most (stale ids are removed as they are met) */
 #define WEB_MOD_MAX 200
 #define WEB_MOD_EXCERPT 2048
 
@@ -38,12 +39,6 @@ struct held {
     long long size, created;
     char excerpt[WEB_MOD_EXCERPT + 1];
 };
-
-static int cmp_held(const void *a, const void *b)
-{
-    const struct held *x = a, *y = b;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
 
 /* subject_of copies the Subject header of msg (first line only) into out. */
 static void subject_of(const char *msg, char *out, size_t outlen)
@@ -65,59 +60,81 @@ static void subject_of(const char *msg, char *out, size_t outlen)
     }
 }
 
-/* load_held finds the held posts; returns the count (sorted by id) or -1; *partial when the scan was cut. */
+/* load_held reads the held posts from their index (lc:heldidx, lowest id first), WEB_MOD_PAGE ids a round trip,
+ * dropping from the index the ids whose hold is gone (expired after 14 days; approving and rejecting remove
+ * their own); returns the count (by id) or -1; *partial when more are held than WEB_MOD_MAX. */
 static long load_held(struct web_app *app, struct held *out, int *partial)
 {
-    char err[256], cursor[32] = "0";
+    char err[256];
     long n = 0;
-    long long seen = 0;
     *partial = 0;
     redisContext *rc = web_db_get(app->db, err, sizeof err);
     if (!rc) {
         web_db_put(app->db);
         return -1;
     }
-    do {
-        redisReply *r = redisCommand(rc, "SCAN %s MATCH lc:held:* COUNT %d", cursor, WEB_MOD_SCAN);
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING) {
+    long long from = 0;
+    for (int round = 0; round < WEB_MOD_ROUNDS && !*partial; round++) {
+        redisReply *r = redisCommand(rc, "ZRANGE %s %lld %lld", LC_K_HELD_INDEX, from, from + WEB_MOD_PAGE - 1);
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(r);
             n = -1;
             break;
         }
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        redisReply *keys = r->element[1];
-        for (size_t i = 0; i < keys->elements && n < WEB_MOD_MAX; i++) {
-            const char *k = keys->element[i]->str;
-            const char *num = k + strlen("lc:held:");
-            if (strspn(num, "0123456789") != strlen(num) || !*num)
-                continue;
-            redisReply *h = redisCommand(rc, "HMGET %s list from size created msg", k);
-            if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 5 && h->element[0]->type == REDIS_REPLY_STRING) {
-                struct held *x = &out[n++];
-                memset(x, 0, sizeof *x);
-                x->id = strtoull(num, NULL, 10);
-                snprintf(x->list, sizeof x->list, "%s", h->element[0]->str);
-                if (h->element[1]->type == REDIS_REPLY_STRING)
-                    snprintf(x->from, sizeof x->from, "%s", h->element[1]->str);
-                x->size = h->element[2]->type == REDIS_REPLY_STRING ? atoll(h->element[2]->str) : 0;
-                x->created = h->element[3]->type == REDIS_REPLY_STRING ? atoll(h->element[3]->str) : 0;
-                if (h->element[4]->type == REDIS_REPLY_STRING) {
-                    snprintf(x->excerpt, sizeof x->excerpt, "%s", h->element[4]->str);
-                    subject_of(x->excerpt, x->subject, sizeof x->subject);
+        size_t m = r->elements;
+        for (size_t i = 0; i < m; i++) {
+            char kh[LC_KEY_MAX];
+            const char *num = r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
+            if (!*num || strspn(num, "0123456789") != strlen(num) || strlen(num) > 19)
+                num = "0"; /* not an id: its (missing) hold removes it below */
+            lc_key_held(kh, sizeof kh, strtoull(num, NULL, 10));
+            redisAppendCommand(rc, "HMGET %s list from size created msg", kh);
+        }
+        long stale = 0;
+        const char **gone = lc_calloc(m ? m : 1, sizeof *gone); /* members whose hold is gone */
+        size_t ngone = 0;
+        for (size_t i = 0; i < m; i++) {
+            void *v = NULL;
+            if (redisGetReply(rc, &v) != REDIS_OK) {
+                n = -1;
+                break;
+            }
+            redisReply *h = v;
+            const char *num = r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
+            if (h->type == REDIS_REPLY_ARRAY && h->elements == 5 && h->element[0]->type == REDIS_REPLY_STRING) {
+                if (n == WEB_MOD_MAX) {
+                    *partial = 1;
+                } else {
+                    struct held *x = &out[n++];
+                    memset(x, 0, sizeof *x);
+                    x->id = strtoull(num, NULL, 10);
+                    snprintf(x->list, sizeof x->list, "%s", h->element[0]->str);
+                    if (h->element[1]->type == REDIS_REPLY_STRING)
+                        snprintf(x->from, sizeof x->from, "%s", h->element[1]->str);
+                    x->size = h->element[2]->type == REDIS_REPLY_STRING ? atoll(h->element[2]->str) : 0;
+                    x->created = h->element[3]->type == REDIS_REPLY_STRING ? atoll(h->element[3]->str) : 0;
+                    if (h->element[4]->type == REDIS_REPLY_STRING) {
+                        snprintf(x->excerpt, sizeof x->excerpt, "%s", h->element[4]->str);
+                        subject_of(x->excerpt, x->subject, sizeof x->subject);
+                    }
                 }
+            } else if (h->type == REDIS_REPLY_ARRAY && r->element[i]->type == REDIS_REPLY_STRING) {
+                gone[ngone++] = r->element[i]->str; /* the hold is gone: dropped from the index below */
             }
             freeReplyObject(h);
         }
-        freeReplyObject(r);
-        seen += WEB_MOD_SCAN;
-        if (n >= WEB_MOD_MAX || seen >= WEB_MOD_SCAN_MAX) {
-            *partial = strcmp(cursor, "0") != 0;
-            break;
+        for (size_t i = 0; n >= 0 && i < ngone; i++) { /* after every pipelined reply is read */
+            redisReply *z = redisCommand(rc, "ZREM %s %s", LC_K_HELD_INDEX, gone[i]);
+            stale += z && z->type == REDIS_REPLY_INTEGER ? (long)z->integer : 0;
+            freeReplyObject(z);
         }
-    } while (strcmp(cursor, "0") != 0);
+        free(gone);
+        freeReplyObject(r);
+        if (n < 0 || m < WEB_MOD_PAGE)
+            break;
+        from += WEB_MOD_PAGE - stale; /* the removed entries no longer take places before the next page */
+    }
     web_db_put(app->db);
-    if (n > 0)
-        qsort(out, (size_t)n, sizeof *out, cmp_held);
     return n;
 }
 
@@ -241,12 +258,12 @@ void web_do_moderate(struct web_app *app, struct web_req *req, const char *id, s
         if (*list && lc_key_posts(kps, sizeof kps, list) >= 0) {
             redisReply *y;
             if (approve) {
-                const char *ev[] = {"EVAL", approve_lua, "5", kh, km, kp, kps, LC_S_POSTS, list, ids, now,
-                                    LC_PS_QUEUED};
-                y = lc_redis_cmdv(rc, 12, ev, NULL, err, sizeof err);
+                const char *ev[] = {"EVAL", approve_lua, "6", kh, km, kp, kps, LC_S_POSTS, LC_K_HELD_INDEX, list,
+                                    ids, now, LC_PS_QUEUED};
+                y = lc_redis_cmdv(rc, 13, ev, NULL, err, sizeof err);
             } else {
-                const char *ev[] = {"EVAL", reject_lua, "1", kh, list};
-                y = lc_redis_cmdv(rc, 5, ev, NULL, err, sizeof err);
+                const char *ev[] = {"EVAL", reject_lua, "2", kh, LC_K_HELD_INDEX, list, ids};
+                y = lc_redis_cmdv(rc, 7, ev, NULL, err, sizeof err);
             }
             if (y && y->type == REDIS_REPLY_INTEGER)
                 res = y->integer;
