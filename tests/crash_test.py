@@ -45,25 +45,6 @@ CHUNK = 40  # commands per expander transaction (LC_EXP_CHUNK_CMDS): a post take
 DELIVERIES, GROUP = "lc:stream:deliveries", "sender"
 
 
-def daemon_pid(up_pid, name):
-    """pid of the direct child of `listcast up` running libexec/listcast/NAME, or None."""
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-            fields = st.rsplit(")", 1)[1].split()
-            if int(fields[1]) != up_pid or fields[0] == "Z":
-                continue
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if os.path.basename(f.read().split(b"\0")[0].decode()) == name:
-                    return int(d)
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
-
-
 def kill9(pid):
     os.kill(pid, signal.SIGKILL)
 
@@ -122,7 +103,7 @@ class Env:
     def pid(self, name, old=None, timeout=15):
         """pid of a daemon (a new one when old is given: waits for the supervisor's restart)."""
         return wait_for(f"{name} running", lambda: (lambda p: p if p and p != old else None)(
-            daemon_pid(self.up.pid, name)), timeout)
+            lctest.children(self.up.pid).get(name)), timeout)
 
     def post(self, subject):
         msg = (f"From: Poster <poster@example.test>\r\nTo: {LIST}\r\nSubject: {subject}\r\n"

@@ -98,6 +98,26 @@ class Procs:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def children(ppid):
+    """{program basename: pid} of the live direct children of ppid (redis-server's rewritten title counts by its
+    first word)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) != ppid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0].decode().split(" ")[0]
+            out[os.path.basename(argv0)] = int(d)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def sanitizer_reports(procs):
     """Names of the logs in procs.tmp that hold an AddressSanitizer/UBSan/LeakSanitizer report."""
     bad = []

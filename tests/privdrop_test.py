@@ -50,25 +50,6 @@ def low_port():
     raise AssertionError("no free port in 940-999")
 
 
-def children(pid):
-    """{command name: pid} of the direct children of pid."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) != pid:
-                continue
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode().split(" ")[0]  # redis-server rewrites its title
-                out[os.path.basename(argv0)] = int(d)
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def ids(pid):
     """(uids, gids, groups) of a process from /proc/PID/status."""
     st = {}
@@ -131,7 +112,7 @@ def run(t, procs):
             return s.noop()[0] == 250
     wait_for("listd banner on the privileged port", banner, 30)
     kids = wait_for("the daemons and redis-server running", lambda: (lambda k: k if all(
-        d in k for d in DAEMONS + ["redis-server"]) else None)(children(up.pid)), 30)
+        d in k for d in DAEMONS + ["redis-server"]) else None)(lctest.children(up.pid)), 30)
 
     def dropped():
         bad = {}
