@@ -322,6 +322,15 @@ def run(procs):
           r("HEXISTS", "lc:active:news@lists.test", "user002@d2.test") == 0, "remove")
     p = cli(cfg, "sub", "show", "news@lists.test", "user002@d2.test", "--json")
     check(p.returncode == 0 and json.loads(p.stdout)["status"] == "unsubscribed", "CLI sees the web's change")
+    r("HSET", "lc:sub:news@lists.test:user001@d1.test", "probe", "sent")  # as the bounce daemon marks a probe
+    st, _, body = w.req("GET", "/api" + sub_path + "?prefix=user00&limit=3", headers=bearer)
+    pr = {x["address"]: x["probe"] for x in json.loads(body)["subscribers"]} if st == 200 else {}
+    check(pr.get("user001@d1.test") == "sent" and pr.get("user000@d0.test", "x") is None,
+          f"API subscribers: the bounce probe's state, null without one ({pr})")
+    st, _, body = w.req("GET", sub_path + "?prefix=user001")
+    check(st == 200 and "disabled <span class=\"probe\">(probe sent)</span>" in body,
+          "subscribers page: the probe's state beside the status")
+    r("HDEL", "lc:sub:news@lists.test:user001@d1.test", "probe")
     st, _, body = w.req("GET", "/api" + sub_path + "?prefix=user01&limit=5", headers=bearer)
     j = json.loads(body)
     got = [x["address"] for x in j["subscribers"]]

@@ -65,6 +65,7 @@ struct sub_row {
     char status[16];
     char score[24];
     char reason[200];
+    char probe[16];       /* bounce probe of a subscriber disabled by bounces: pending, sent, refused, lost, or "" */
     long long id;
 };
 
@@ -96,7 +97,7 @@ static long load_page(struct web_app *app, const char *list, const char *prefix,
                     continue;
                 snprintf(rows[n].addr, sizeof rows[n].addr, "%s", z->element[i]->str);
                 lc_key_sub(ksub, sizeof ksub, list, rows[n].addr);
-                redisAppendCommand(rc, "HMGET %s status bounce_score last_bounce_reason id", ksub);
+                redisAppendCommand(rc, "HMGET %s status bounce_score last_bounce_reason id probe", ksub);
                 n++;
             }
             for (long i = 0; i < n; i++) {
@@ -105,12 +106,13 @@ static long load_page(struct web_app *app, const char *list, const char *prefix,
                     n = -1;
                     break;
                 }
-                if (h->type == REDIS_REPLY_ARRAY && h->elements == 4) {
+                if (h->type == REDIS_REPLY_ARRAY && h->elements == 5) {
                     redisReply **e = h->element;
                     snprintf(rows[i].status, sizeof rows[i].status, "%s", e[0]->type == REDIS_REPLY_STRING ? e[0]->str : "?");
                     snprintf(rows[i].score, sizeof rows[i].score, "%s", e[1]->type == REDIS_REPLY_STRING ? e[1]->str : "0");
                     snprintf(rows[i].reason, sizeof rows[i].reason, "%s", e[2]->type == REDIS_REPLY_STRING ? e[2]->str : "");
                     rows[i].id = e[3]->type == REDIS_REPLY_STRING ? atoll(e[3]->str) : 0;
+                    snprintf(rows[i].probe, sizeof rows[i].probe, "%s", e[4]->type == REDIS_REPLY_STRING ? e[4]->str : "");
                 }
                 freeReplyObject(h);
             }
@@ -185,6 +187,11 @@ void web_page_subs(struct web_app *app, struct web_req *req, const char *arg, st
         web_html_esc(b, rows[i].addr);
         lc_buf_puts(b, "</td><td>");
         web_html_esc(b, rows[i].status);
+        if (*rows[i].probe) { /* where the bounce probe stands (README "Bounce handling") */
+            lc_buf_puts(b, " <span class=\"probe\">(probe ");
+            web_html_esc(b, rows[i].probe);
+            lc_buf_puts(b, ")</span>");
+        }
         lc_buf_puts(b, "</td><td class=\"num\">");
         web_html_esc(b, rows[i].score);
         lc_buf_puts(b, "</td><td>");
@@ -352,6 +359,7 @@ void web_api_subs(struct web_app *app, struct web_req *req, const char *arg, str
             lc_json_kstr(j, "status", rows[i].status);
             lc_json_knum(j, "bounce_score", atof(rows[i].score));
             lc_json_kstr(j, "last_bounce_reason", *rows[i].reason ? rows[i].reason : NULL);
+            lc_json_kstr(j, "probe", *rows[i].probe ? rows[i].probe : NULL);
             lc_json_end(j);
         }
         lc_json_end(j);
