@@ -602,6 +602,9 @@ static int prepare(struct up *u, char *err, size_t errlen)
     if (u->drop)
         lc_info("the daemons and redis-server run as %s (uid %lu), state.dir %s is theirs",
                 lc_cfg_str(u->ctx->cfg, "run.user"), (unsigned long)u->run_uid, u->state);
+    else if (geteuid() == 0)
+        lc_warn("running as root with run.user empty: every daemon keeps root (set run.user to an unprivileged "
+                "user, see README \"Running under systemd\")");
     size_t n = strlen(u->state) + 16;
     u->kv_state = lc_malloc(n);
     pathf(u->kv_state, n, "state.dir=%s", u->state);

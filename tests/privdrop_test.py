@@ -98,7 +98,12 @@ def run(t, procs):
            "--set", f"http.listen=127.0.0.1:{lctest.free_port()}", "--set", "smtp.hostname=listcast.test",
            "--set", "sender.tls=none"]
 
-    # refused configurations first (nothing is started)
+    # refused configurations first (nothing is started); then root without run.user is warned about
+    r = subprocess.run(["timeout", "-s", "INT", "3", LISTCAST, "up", *cfg, "--set", f"state.dir={tmp}/state0",
+                        "--set", f"smtp.listen=127.0.0.1:{lctest.free_port()}"], capture_output=True, text=True,
+                       timeout=30)
+    t.check("running as root with run.user empty" in r.stderr,
+            f"root without run.user: a warning at start ({r.stderr.strip()[:160]})")
     for user, why in (("no-such-user-here", "no such user"), ("root", "is root")):
         r = subprocess.run([LISTCAST, "up", *cfg, "--set", f"run.user={user}"], capture_output=True, text=True,
                            timeout=30)
@@ -126,7 +131,8 @@ def run(t, procs):
     u, _, _ = ids(up.pid)
     t.check(u[0] == 0, "the supervisor keeps root (it starts listd, which binds port < 1024)")
     log = procs.log("listcast")
-    t.check("run as nobody (uid %d)" % nobody.pw_uid in log, "the supervisor logs the switch")
+    t.check("run as nobody (uid %d)" % nobody.pw_uid in log and "run.user empty" not in log,
+            "the supervisor logs the switch")
     for d in DAEMONS:
         t.check(re.search(rf"{d}\[\d+\]: info: running as nobody \(uid {nobody.pw_uid} ", log) is not None,
                 f"{d} logs that it runs as nobody")
