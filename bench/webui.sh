@@ -9,7 +9,8 @@
 # (streamed), then measures:
 #   - the CSV import rate (rows/s);
 #   - the latency of the HTML subscriber page (50 rows) at the start, in the middle (prefix search) and deep in
-#     the list (paging with after=), median and worst of 20 requests each (target: under 200 ms);
+#     the list (paging with after=), median and worst of 20 requests each (target: under 200 ms), and of the
+#     moderation queue page with 20 held posts among the N subscribers' keys;
 #   - requests/s with wrk (2 threads, 32 connections, 10 s each) for the JSON subscriber list, the dashboard,
 #     and simple API GETs (/api/lists/LIST, /api/posts/ID) (target: >= 5,000/s on 2 cores).
 # Needs wrk and curl (appliance/install-deps.sh installs wrk).
@@ -90,6 +91,13 @@ latency "subscriber page, first 50 of $N" "$BASE/lists/$LIST/subscribers"
 latency "subscriber page, prefix search reader05" "$BASE/lists/$LIST/subscribers?prefix=reader05"
 latency "subscriber page, after reader0999000" "$BASE/lists/$LIST/subscribers?after=reader0999000@d0.example.org"
 latency "JSON subscribers, 1000 rows" "$BASE/api/lists/$LIST/subscribers?limit=1000&prefix=reader07"
+# 20 posts held for moderation, written as listd holds them (the hash and the queue's index)
+for i in $(seq 101 120); do
+  redis-cli -s "$TMP/redis.sock" HSET "lc:held:$i" list "$LIST" from stranger@example.test size 60 \
+    created "$(date +%s)" msg "$(printf 'Subject: held %d\r\n\r\nbody\r\n' "$i")" >/dev/null
+  redis-cli -s "$TMP/redis.sock" ZADD lc:heldidx "$i" "$i" >/dev/null
+done
+latency "moderation queue page, 20 held posts" "$BASE/moderation"
 
 rps() { # NAME PATH
   local out
