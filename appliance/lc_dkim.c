@@ -263,13 +263,13 @@ static void ls_domain(struct lc_ctx *ctx, struct lc_json *j, const char *state, 
     qsort(names, (size_t)n, sizeof names[0], cmp_name);
     for (int i = 0; i < n; i++) {
         char sel[256], file[DKIM_PATH_MAX + 300], err[2048], txt[LC_DKIM_TXT_MAX];
-        snprintf(sel, sizeof sel, "%s", names[i]);
+        snprintf(sel, sizeof sel, "%.255s", names[i]);
         sel[strlen(sel) - 4] = 0;
         char *dot = strrchr(sel, '.');
         int alg = dot ? lc_dkim_alg_parse(dot + 1) : -1;
         if (dot)
             *dot = 0;
-        snprintf(file, sizeof file, "%s/%s", dir, names[i]);
+        snprintf(file, sizeof file, "%s/%.255s", dir, names[i]);
         if (alg < 0) {
             emit(ctx, j, domain, sel, -1, 0, file, NULL, "name is not SELECTOR.rsa.key or SELECTOR.ed25519.key");
             continue;
