@@ -104,7 +104,8 @@ static const char page_up[] =
     "  - started as root with run.user set (a user other than root): hands state.dir and all in it to that\n"
     "    user and starts redis-server as it; each daemon switches to it once its sockets are bound (listd\n"
     "    after binding smtp.listen, which may be port 25), so only this supervisor keeps root. A run.user\n"
-    "    that names no user, or root, refuses the start (exit 1);\n"
+    "    that names no user, or root, or that cannot reach state.dir (a parent directory closed to it),\n"
+    "    refuses the start (exit 1);\n"
     "  - restarts a daemon that exits, after 1 s, doubling to at most 30 s while it keeps failing (the\n"
     "    delay is reset once it has run for 60 s), and logs each exit and restart on stderr;\n"
     "  - on Ctrl-C or SIGTERM, stops the daemons (SIGTERM, then SIGKILL after 10 s), then Redis, and\n"
@@ -531,6 +532,22 @@ static int give_one(const char *path, const struct stat *st, int type, struct FT
 
 static int give_tree(struct up *u, char *err, size_t errlen)
 {
+    /* a parent directory closed to run.user (a 0700 home, say) would keep every daemon out of the state dir
+     * even once it is theirs: try it as them, in a child, before anything changes hands */
+    char parent[PATH_MAX];
+    pathf(parent, sizeof parent, "%s", u->state);
+    const char *up_dir = dirname(parent);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char e[256];
+        _exit(lc_priv_become(u->run_uid, u->run_gid, e, sizeof e) == 0 && access(up_dir, X_OK) == 0 ? 0 : 1);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        seterr(err, errlen, "run.user %s cannot reach state.dir %s (is a parent directory closed to it?)",
+               lc_cfg_str(u->ctx->cfg, "run.user"), u->state);
+        return -1;
+    }
     give_uid = u->run_uid, give_gid = u->run_gid;
     int rc = nftw(u->state, give_one, 32, FTW_PHYS | FTW_MOUNT);
     if (rc != 0) {

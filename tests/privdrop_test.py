@@ -12,7 +12,8 @@ below 1024 (only root may bind it) and the state dir in a temporary directory th
   - state.dir, the secret and the Redis data belong to nobody;
   - `listcast dkim keygen` run by root while the appliance runs writes a key that belongs to nobody, and the
     next post's copies carry a DKIM-Signature (the unprivileged sender could read it);
-  - run.user naming no user, or root, makes `listcast up` refuse to start (exit 1, one line);
+  - run.user naming no user, or root, or a state.dir below a directory closed to that user, makes `listcast up`
+    refuse to start (exit 1, one line); root without run.user is warned about;
   - a clean stop and no sanitizer report.
 Every wait is bounded; everything started is stopped and the temporary directory removed.
 """
@@ -99,6 +100,14 @@ def run(t, procs):
            "--set", "sender.tls=none"]
 
     # refused configurations first (nothing is started); then root without run.user is warned about
+    closed = os.path.join(tmp, "closed")
+    os.makedirs(closed, mode=0o700)
+    r = subprocess.run([LISTCAST, "up", *cfg, "--set", "run.user=nobody", "--set",
+                        f"state.dir={closed}/state"], capture_output=True, text=True, timeout=30)
+    t.check(r.returncode == 1 and "cannot reach state.dir" in r.stderr and
+            os.stat(os.path.join(closed, "state")).st_uid == 0,
+            f"state.dir below a directory closed to run.user: refused at start, nothing given to it "
+            f"({r.stderr.strip()[:160]})")
     r = subprocess.run(["timeout", "-s", "INT", "3", LISTCAST, "up", *cfg, "--set", f"state.dir={tmp}/state0",
                         "--set", f"smtp.listen=127.0.0.1:{lctest.free_port()}"], capture_output=True, text=True,
                        timeout=30)
