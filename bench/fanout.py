@@ -84,25 +84,6 @@ def proc_status(pid, key):
     return None
 
 
-def children(ppid):
-    """{program basename: pid} of the direct children of ppid."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-            if int(st.rsplit(")", 1)[1].split()[1]) != ppid:
-                continue
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode()
-            out[os.path.basename(argv0)] = int(d)
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def sink_count(path):
     """Messages an smtp-sink -c has counted so far (its last 'mesg=N')."""
     try:
@@ -321,7 +302,7 @@ def run_listcast(a, procs, lctest, dnsmasq, timeout):
     del subs
     say(f"# sub add {n}: {time.monotonic() - t:.1f}s")
 
-    pids = children(up.pid)
+    pids = lctest.children(up.pid)
     spid, epid = pids.get("listcast-sender"), pids.get("listcast-expander")
     rpid = procs.procs[0].pid
     if not spid or not epid:
