@@ -166,12 +166,12 @@ static int cmd_keygen(struct lc_ctx *ctx, int argc, char **argv)
         return lc_refused(ctx, "dkim keygen: %s: %s", state, strerror(errno));
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return lc_refused(ctx, "dkim keygen: %s: %s", dir, strerror(errno));
-    if (lc_priv_give(ctx->cfg, dir, err, sizeof err) < 0) /* root making it for run.user's sender */
+    if (lc_priv_give_like(state, dir, err, sizeof err) < 0) /* root making it for run.user's sender */
         return lc_refused(ctx, "dkim keygen: %s", err);
     snprintf(dir, sizeof dir, "%s/dkim/%s", state, domain);
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return lc_refused(ctx, "dkim keygen: %s: %s", dir, strerror(errno));
-    if (lc_priv_give(ctx->cfg, dir, err, sizeof err) < 0)
+    if (lc_priv_give_like(state, dir, err, sizeof err) < 0)
         return lc_refused(ctx, "dkim keygen: %s", err);
     snprintf(file, sizeof file, "%s/%s.%s.key", dir, sel, lc_dkim_alg_name(alg));
     snprintf(tmp, sizeof tmp, "%s/.%s.%s.key.%ld.tmp", dir, sel, lc_dkim_alg_name(alg), (long)getpid());
@@ -207,7 +207,7 @@ static int cmd_keygen(struct lc_ctx *ctx, int argc, char **argv)
     ok = ok && fsync(fd) == 0;
     if (fd >= 0 && close(fd) < 0)
         ok = 0;
-    if (ok && lc_priv_give(ctx->cfg, tmp, err, sizeof err) < 0) { /* before it appears under its name */
+    if (ok && lc_priv_give_like(state, tmp, err, sizeof err) < 0) { /* before it appears under its name */
         unlink(tmp);
         return lc_refused(ctx, "dkim keygen: %s", err);
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lc_cfg.h"
@@ -73,15 +74,14 @@ int lc_priv_drop(const struct lc_cfg *cfg, char *err, size_t errlen)
     return 0;
 }
 
-int lc_priv_give(const struct lc_cfg *cfg, const char *path, char *err, size_t errlen)
+int lc_priv_give_like(const char *ref, const char *path, char *err, size_t errlen)
 {
-    uid_t uid;
-    gid_t gid;
-    int t = lc_priv_target(cfg, &uid, &gid, err, errlen);
-    if (t <= 0)
-        return t;
-    if (lchown(path, uid, gid) < 0) {
-        snprintf(err, errlen, "cannot give %.300s to run.user: %s", path, strerror(errno));
+    struct stat st;
+    if (geteuid() != 0 || stat(ref, &st) < 0 || st.st_uid == 0)
+        return 0;
+    if (lchown(path, st.st_uid, st.st_gid) < 0) {
+        snprintf(err, errlen, "cannot give %.300s to the owner of %.300s (uid %lu): %s", path, ref,
+                 (unsigned long)st.st_uid, strerror(errno));
         return -1;
     }
     return 0;

@@ -4,7 +4,7 @@
  * primary gid, no supplementary groups) once they hold what needs root: listd and the web UI after binding their
  * listening sockets (port 25 or 443), the expander, the sender and the bounce daemon at once. `listcast up` hands
  * the state directory to that user and starts the embedded redis-server as it; `listcast dkim keygen` run as
- * root gives the key it writes to it, so the sender can read it. Root stays only in the supervisor, which does
+ * root gives the key it writes to the state directory's owner, so the sender can read it. Root stays only in the supervisor, which does
  * nothing but start and restart the daemons. run.user empty, or not root: nothing changes.
  */
 #ifndef LC_PRIV_H
@@ -28,8 +28,10 @@ int lc_priv_become(uid_t uid, gid_t gid, char *err, size_t errlen);
  * with err. */
 int lc_priv_drop(const struct lc_cfg *cfg, char *err, size_t errlen);
 
-/* lc_priv_give hands path (a file or directory, not following a symlink) to the run.user when lc_priv_target
- * says so; 0 (also when there is nothing to do) or -1 with err. */
-int lc_priv_give(const struct lc_cfg *cfg, const char *path, char *err, size_t errlen);
+/* lc_priv_give_like hands path (a file or directory, not following a symlink) to the owner of ref when we are
+ * root and ref belongs to another user: a file root makes in the state dir, which `listcast up` gave to
+ * run.user, goes to that user, whether or not this command was told run.user. 0 (also when there is nothing to
+ * do) or -1 with err. */
+int lc_priv_give_like(const char *ref, const char *path, char *err, size_t errlen);
 
 #endif
