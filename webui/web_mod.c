@@ -123,10 +123,14 @@ static long load_held(struct web_app *app, struct held *out, int *partial)
             }
             freeReplyObject(h);
         }
-        for (size_t i = 0; n >= 0 && i < ngone; i++) { /* after every pipelined reply is read */
-            redisReply *z = redisCommand(rc, "ZREM %s %s", LC_K_HELD_INDEX, gone[i]);
-            stale += z && z->type == REDIS_REPLY_INTEGER ? (long)z->integer : 0;
+        if (n >= 0 && ngone) { /* one ZREM, after every pipelined reply is read */
+            const char **zv = lc_calloc(ngone + 2, sizeof *zv);
+            zv[0] = "ZREM", zv[1] = LC_K_HELD_INDEX;
+            memcpy(zv + 2, gone, ngone * sizeof *gone);
+            redisReply *z = lc_redis_cmdv(rc, (int)ngone + 2, zv, NULL, err, sizeof err);
+            stale = z && z->type == REDIS_REPLY_INTEGER ? (long)z->integer : 0;
             freeReplyObject(z);
+            free(zv);
         }
         free(gone);
         freeReplyObject(r);
